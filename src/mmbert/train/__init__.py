@@ -1,0 +1,34 @@
+"""Training: the LightningModule, optimizers, schedules and the callbacks that apply them."""
+
+from mmbert.train.callbacks import (
+    AtomicCheckpointIO,
+    BatchSizeWarmupCallback,
+    HFExportCallback,
+    LRScheduleCallback,
+    MaskRatioCallback,
+    MixtureReportCallback,
+    StopAtTokens,
+    TokenCheckpoint,
+)
+from mmbert.train.module import MLMModule, NonFiniteLossError
+from mmbert.train.optim import StableAdamW, adamw, param_groups
+from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
+
+__all__ = [
+    "AtomicCheckpointIO",
+    "BatchSizeWarmup",
+    "BatchSizeWarmupCallback",
+    "HFExportCallback",
+    "LRSchedule",
+    "LRScheduleCallback",
+    "MLMModule",
+    "MaskRatioCallback",
+    "MaskSchedule",
+    "MixtureReportCallback",
+    "NonFiniteLossError",
+    "StableAdamW",
+    "StopAtTokens",
+    "TokenCheckpoint",
+    "adamw",
+    "param_groups",
+]

@@ -1,0 +1,229 @@
+"""Thin, stateful callbacks that apply the pure schedules to the optimizer and the data.
+
+Every schedule is a function of ``MLMModule.tokens_seen``, which checkpoints carry; each callback only reads
+it and pushes a value somewhere. What a callback applied last is in its ``state_dict`` so a resumed run can
+be checked against the schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
+
+log = logging.getLogger(__name__)
+
+
+def _datamodule(trainer: L.Trainer):
+    dm = getattr(trainer, "datamodule", None)
+    if dm is None:
+        raise RuntimeError("this callback needs the trainer to be fitted with a datamodule")
+    return dm
+
+
+class LRScheduleCallback(L.Callback):
+    """Sets every param group's ``lr`` to ``peak_lr * schedule(tokens_seen)`` before each step."""
+
+    def __init__(self, schedule: LRSchedule) -> None:
+        self.schedule = schedule
+        self.last_multiplier = 1.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.last_multiplier = self.schedule(pl_module.tokens_seen)
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = group.get("peak_lr", group.get("initial_lr", group["lr"])) * self.last_multiplier
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        pl_module.log("train/lr", lr, on_step=True, on_epoch=False)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                # torch's own optimizers have no peak_lr; remember the configured one once.
+                group.setdefault("peak_lr", group["lr"])
+
+    def state_dict(self) -> dict:
+        return {"last_multiplier": self.last_multiplier}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_multiplier = float(state_dict["last_multiplier"])
+
+
+class MaskRatioCallback(L.Callback):
+    """Hands the data the mask ratio for the next batch (masking happens on the main process)."""
+
+    def __init__(self, schedule: MaskSchedule) -> None:
+        self.schedule = schedule
+        self.current = schedule(0)
+
+    def _apply(self, trainer, pl_module) -> None:
+        self.current = self.schedule(pl_module.tokens_seen)
+        _datamodule(trainer).set_mask_ratio(self.current)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._apply(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pl_module.log("train/mask_ratio", self.current, on_step=True, on_epoch=False)
+        self._apply(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"current": self.current}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.current = float(state_dict["current"])
+
+
+class BatchSizeWarmupCallback(L.Callback):
+    """Grows the packed rows per step from the schedule's minimum to the full batch, by tokens seen.
+
+    The schedule counts global rows; each device gets the same fraction of its own full micro-batch,
+    rounded up, so a run on any number of devices warms up over the same tokens.
+    """
+
+    def __init__(self, schedule: BatchSizeWarmup) -> None:
+        self.schedule = schedule
+        self.current = schedule(0)
+
+    def _apply(self, trainer, pl_module) -> None:
+        self.current = self.schedule(pl_module.tokens_seen)
+        dm = _datamodule(trainer)
+        full = dm.max_rows_per_step
+        dm.set_rows_per_step(max(1, math.ceil(full * self.current / self.schedule.max_rows)))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._apply(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        pl_module.log("train/batch_rows", float(self.current), on_step=True, on_epoch=False)
+        self._apply(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"current": self.current}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.current = int(state_dict["current"])
+
+
+class StopAtTokens(L.Callback):
+    """Ends the run once the phase's token budget is consumed (the data stream itself never ends)."""
+
+    def __init__(self, max_tokens: int) -> None:
+        self.max_tokens = int(max_tokens)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.max_tokens > 0 and pl_module.tokens_seen >= self.max_tokens:
+            trainer.should_stop = True
+
+
+class MixtureReportCallback(L.Callback):
+    """Writes ``mixture.json`` (target weights, then realised tokens) and logs ``data/tokens/<lang>``."""
+
+    def __init__(self, output_dir: str, log_every_n_steps: int = 50) -> None:
+        self.output_dir = Path(output_dir)
+        self.log_every_n_steps = log_every_n_steps
+        self.global_tokens: dict[str, int] = {}
+
+    def _reduce(self, trainer, pl_module) -> dict[str, int]:
+        dm = _datamodule(trainer)
+        local = dm.realised_tokens
+        languages = list(dm.languages)
+        vec = torch.tensor([float(local.get(lang, 0)) for lang in languages], device=pl_module.device)
+        vec = trainer.strategy.reduce(vec, reduce_op="sum")
+        return {lang: int(v) for lang, v in zip(languages, vec.tolist(), strict=True)}
+
+    def _write(self, trainer) -> None:
+        if not trainer.is_global_zero:
+            return
+        report = _datamodule(trainer).mixture_report()
+        for lang, entry in report["languages"].items():
+            entry["realised_tokens"] = self.global_tokens.get(lang, 0)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.output_dir / "mixture.json.tmp"
+        tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
+        os.replace(tmp, self.output_dir / "mixture.json")
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (trainer.global_step % self.log_every_n_steps) != 0:
+            return
+        self.global_tokens = self._reduce(trainer, pl_module)
+        pl_module.log_dict(
+            {f"data/tokens/{lang}": float(n) for lang, n in self.global_tokens.items()},
+            on_step=True,
+            on_epoch=False,
+        )
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self._write(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.global_tokens = self._reduce(trainer, pl_module)
+        self._write(trainer)
+
+    def state_dict(self) -> dict:
+        return {"global_tokens": dict(self.global_tokens)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.global_tokens = dict(state_dict["global_tokens"])
+
+
+class TokenCheckpoint(L.Callback):
+    """Saves ``tokens-<N>.ckpt`` each time tokens seen cross a multiple of ``every_n_tokens`` (None: off)."""
+
+    def __init__(self, dirpath: str, every_n_tokens: int | None) -> None:
+        if every_n_tokens is not None and every_n_tokens <= 0:
+            raise ValueError(f"callbacks.token_checkpoint.every_n_tokens must be > 0, got {every_n_tokens}")
+        self.dirpath = Path(dirpath)
+        self.every_n_tokens = every_n_tokens
+        self.last_bucket = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.every_n_tokens is None:
+            return
+        bucket = pl_module.tokens_seen // self.every_n_tokens
+        if bucket > self.last_bucket:
+            self.last_bucket = bucket
+            trainer.save_checkpoint(self.dirpath / f"tokens-{bucket * self.every_n_tokens}.ckpt")
+
+    def state_dict(self) -> dict:
+        return {"last_bucket": self.last_bucket}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.last_bucket = int(state_dict["last_bucket"])
+
+
+class HFExportCallback(L.Callback):
+    """Exports the final weights (and tokenizer) as a Hugging Face folder when training ends."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        from mmbert.hf import save_hf_folder
+
+        save_hf_folder(pl_module.net, self.output_dir, tokenizer=pl_module.hparams.tokenizer)
+        log.info("Hugging Face export written to %s", self.output_dir)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file and renames it, so a kill mid-write never corrupts it."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        fs = get_filesystem(path)
+        tmp = f"{path}.tmp"
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        fs.mv(tmp, str(path))

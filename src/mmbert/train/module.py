@@ -1,0 +1,167 @@
+"""The LightningModule: the encoder with its MLM head, trained on packed batches.
+
+Batch legend: T = tokens in the packed batch (all documents of all rows), N = documents, V = vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.train.init import load_initial_weights
+from mmbert.train.optim import param_groups
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss is NaN or inf and the run is not set to skip such batches."""
+
+
+class MLMModule(L.LightningModule):
+    """Masked-language-model training of :class:`MmBertForMaskedLM`.
+
+    ``tokens_seen`` counts real (non-padding) training tokens over all ranks; every schedule callback
+    reads it, and it travels in checkpoints so that a resumed run continues the schedules exactly.
+    """
+
+    def __init__(
+        self,
+        model_config: MmBertConfig,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        init_from: str | None = None,
+        init_mode: str = "weights",
+        tokenizer: str | None = None,
+        compile: bool = False,
+        on_nonfinite: str = "stop",
+    ) -> None:
+        super().__init__()
+        if init_mode not in ("weights", "full"):
+            raise ValueError(f"model.init_mode must be 'weights' or 'full', got {init_mode!r}")
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"module.on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
+        self.save_hyperparameters(ignore=["optimizer"])
+        self.optimizer_factory = optimizer
+        self.net = MmBertForMaskedLM(model_config)
+        self.tokens_seen = 0
+        self.skipped_batches = 0
+        self._init_optimizer_state: dict | None = None
+        if init_from:
+            ckpt = load_initial_weights(self.net, init_from)
+            if init_mode == "full":
+                if ckpt is None or not ckpt.get("optimizer_states"):
+                    raise ValueError(
+                        f"model.init_mode=full needs a Lightning checkpoint with optimizer state; "
+                        f"model.init_from={init_from} has none"
+                    )
+                self._init_optimizer_state = ckpt["optimizer_states"][0]
+        self._compiled: Callable | None = None
+        if compile:
+            # Kept out of the module tree so state_dict names stay those of the plain model.
+            self.__dict__["_compiled"] = torch.compile(self.net, dynamic=True)
+        self.val_languages: list[str] = []
+
+    # ---------------------------------------------------------------- setup
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        self.val_languages = list(getattr(datamodule, "val_languages", []) or [])
+        self.val_loss = nn.ModuleDict({lang: MeanMetric() for lang in self.val_languages})
+        self.val_acc = MeanMetric()
+        self.val_loss_all = MeanMetric()
+
+    def forward(self, **batch) -> object:
+        fn = self._compiled or self.net
+        return fn(**batch)
+
+    def _model_inputs(self, batch: dict) -> dict:
+        return {
+            "input_ids": batch["input_ids"],
+            "cu_seqlens": batch["cu_seqlens"],
+            "max_seqlen": int(batch["max_seqlen"]),
+            "labels": batch["labels"],
+        }
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
+        out = self(**self._model_inputs(batch))
+        local_tokens = torch.tensor(float(batch["num_tokens"]), device=self.device)
+        global_tokens = self.trainer.strategy.reduce(local_tokens, reduce_op="sum")
+        self.tokens_seen += int(global_tokens.item())
+        loss = out.loss
+        if not torch.isfinite(loss):
+            if self.hparams.on_nonfinite == "skip":
+                self.skipped_batches += 1
+                log.warning("non-finite loss %s at step %d: batch skipped", loss.item(), self.global_step)
+                self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
+                return None
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at step {self.global_step} "
+                f"(tokens seen {self.tokens_seen}); the last good checkpoint is left in place. "
+                "Set module.on_nonfinite=skip to skip such batches instead."
+            )
+        n_labels = int((batch["labels"] != -100).sum())
+        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=max(n_labels, 1))
+        self.log("train/tokens", float(self.tokens_seen), on_step=True, reduce_fx="max")
+        return loss
+
+    # ---------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        out = self(**self._model_inputs(batch))
+        labels = batch["labels"]
+        target = labels[labels != -100]
+        if target.numel() == 0:
+            return
+        logits = out.logits if out.logits.shape[0] == target.shape[0] else out.logits[labels != -100]
+        acc = (logits.argmax(-1) == target).float().mean()
+        n = target.numel()
+        lang = self.val_languages[dataloader_idx] if self.val_languages else "all"
+        if lang in self.val_loss:
+            self.val_loss[lang].update(out.loss.detach(), n)
+        self.val_loss_all.update(out.loss.detach(), n)
+        self.val_acc.update(acc, n)
+
+    def on_validation_epoch_end(self) -> None:
+        for lang, metric in self.val_loss.items():
+            if metric.update_count == 0:
+                continue
+            value = metric.compute()
+            self.log(f"val/loss/{lang}", value, sync_dist=False)
+            self.log(f"val/ppl/{lang}", torch.exp(value), sync_dist=False)
+            metric.reset()
+        if self.val_loss_all.update_count:
+            self.log("val/loss", self.val_loss_all.compute(), prog_bar=True)
+            self.log("val/acc", self.val_acc.compute())
+        self.val_loss_all.reset()
+        self.val_acc.reset()
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        # Hydra gives a functools.partial; its weight_decay goes to the matrices' group only.
+        weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
+        optimizer = self.optimizer_factory(params=param_groups(self.net, weight_decay))
+        if self._init_optimizer_state is not None:
+            fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+            optimizer.load_state_dict(self._init_optimizer_state)
+            # The new phase's hyper-parameters win over the carried ones; only the moments carry over.
+            for group, hyper in zip(optimizer.param_groups, fresh, strict=True):
+                group.update(hyper)
+            self._init_optimizer_state = None
+        return optimizer
+
+    # ---------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["skipped_batches"] = self.skipped_batches
+        checkpoint["mmbert_config"] = dataclasses.asdict(self.net.config)
+        checkpoint["mmbert_tokenizer"] = self.hparams.tokenizer
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))

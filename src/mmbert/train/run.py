@@ -1,0 +1,59 @@
+"""Builds and runs one training job from a composed Hydra config (datamodule -> module -> trainer)."""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from mmbert.config import accumulation, check_vocab, validate, world_size
+from mmbert.train.callbacks import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    """Instantiates every entry of a dict-of-configs group; a null entry means 'left out'."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(entry) for entry in group.values() if entry is not None]
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    validate(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False, mix=hydra.utils.instantiate(cfg.data.mix))
+    tokenizer = datamodule.tokenizer
+    check_vocab(cfg.model.config.vocab_size, len(tokenizer), datamodule.tokenizer_name)
+
+    model_config = hydra.utils.instantiate(cfg.model.config)
+    module = hydra.utils.instantiate(
+        cfg.module,
+        model_config=model_config,
+        optimizer=hydra.utils.instantiate(cfg.optimizer),
+        tokenizer=datamodule.tokenizer_name,
+        _recursive_=False,
+    )
+
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    loggers = _instantiate_group(cfg.get("logger"))
+    trainer_cfg = cfg.trainer
+    accumulate = accumulation(cfg, world_size(trainer_cfg))
+    trainer = hydra.utils.instantiate(
+        trainer_cfg,
+        callbacks=callbacks,
+        logger=loggers or False,
+        accumulate_grad_batches=accumulate,
+        plugins=[AtomicCheckpointIO()],
+    )
+    return datamodule, module, trainer
+
+
+def run(cfg: DictConfig) -> L.Trainer:
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    datamodule, module, trainer = build(cfg)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    return trainer

@@ -1,0 +1,58 @@
+"""Shared fixtures: composing the Hydra train config the way train.py does, inside a tmp run folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import mmbert.config  # noqa: F401  (resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# A run that takes seconds: a few steps of the tiny model on the sample corpus, short rows.
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "phase.seq_len=128",
+    "data.num_workers=0",
+    "data.val_docs_per_lang=2",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "callbacks.batch_warmup=null",
+    "logger=csv",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Composes conf/train.yaml with Hydra's runtime values set, as `python train.py ...` would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose_fast(tmp_path):
+    def _compose(*overrides: str, output_dir: Path | None = None) -> DictConfig:
+        return compose_train([*FAST, *overrides], output_dir=output_dir or tmp_path / "run")
+
+    return _compose

@@ -1,0 +1,16 @@
+"""Train an mmBERT encoder: `python train.py phase=decay model=small` (see README.md)."""
+
+import hydra
+from omegaconf import DictConfig
+
+import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver)
+from mmbert.train.run import run
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()
