@@ -16,7 +16,9 @@ GPU_TRAINERS = {"gpu", "ddp", "fsdp"}
 
 
 def test_every_group_has_options():
-    assert {"phase", "model", "data_mix", "trainer", "logger", "callbacks", "paths", "experiment"} <= set(GROUPS)
+    assert {"phase", "model", "data_mix", "trainer", "logger", "callbacks", "paths", "experiment"} <= set(
+        GROUPS
+    )
 
 
 @pytest.mark.parametrize("group, option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])

@@ -68,7 +68,9 @@ def test_param_groups_exclude_norms_and_biases():
     assert len(decay["params"]) == 2 and len(no_decay["params"]) == 3
 
 
-@pytest.mark.parametrize("kwargs, key", [({"lr": 0}, "lr"), ({"betas": (1.0, 0.9)}, "betas"), ({"eps": 0}, "eps")])
+@pytest.mark.parametrize(
+    "kwargs, key", [({"lr": 0}, "lr"), ({"betas": (1.0, 0.9)}, "betas"), ({"eps": 0}, "eps")]
+)
 def test_bad_hyperparameters_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         StableAdamW([nn.Parameter(torch.zeros(1))], **kwargs)

@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 
 def _scale(tokens: float | int | str, factor: float | int | str) -> int:
-    return int(round(float(tokens) * float(factor)))
+    return round(float(tokens) * float(factor))
 
 
 def register_resolvers() -> None:

@@ -41,7 +41,9 @@ class LRScheduleCallback(L.Callback):
         self.last_multiplier = self.schedule(pl_module.tokens_seen)
         for optimizer in trainer.optimizers:
             for group in optimizer.param_groups:
-                group["lr"] = group.get("peak_lr", group.get("initial_lr", group["lr"])) * self.last_multiplier
+                group["lr"] = (
+                    group.get("peak_lr", group.get("initial_lr", group["lr"])) * self.last_multiplier
+                )
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         pl_module.log("train/lr", lr, on_step=True, on_epoch=False)
 

@@ -87,7 +87,9 @@ class StableAdamW(torch.optim.Optimizer):
         return loss
 
 
-def adamw(params: Iterable, lr: float = 8e-4, betas=(0.9, 0.95), eps: float = 1e-8, weight_decay: float = 0.0):
+def adamw(
+    params: Iterable, lr: float = 8e-4, betas=(0.9, 0.95), eps: float = 1e-8, weight_decay: float = 0.0
+):
     """torch's AdamW with the same signature, for comparison runs (decay scaled by ``lr`` as usual)."""
     return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
 

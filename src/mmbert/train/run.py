@@ -25,7 +25,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False, mix=hydra.utils.instantiate(cfg.data.mix))
+    datamodule = hydra.utils.instantiate(
+        cfg.data, _recursive_=False, mix=hydra.utils.instantiate(cfg.data.mix)
+    )
     tokenizer = datamodule.tokenizer
     check_vocab(cfg.model.config.vocab_size, len(tokenizer), datamodule.tokenizer_name)
 

@@ -64,9 +64,7 @@ class LRSchedule:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.kind != "constant" and self.decay_tokens > self.total_tokens:
-            raise ValueError(
-                f"decay_tokens ({self.decay_tokens}) exceeds total_tokens ({self.total_tokens})"
-            )
+            raise ValueError(f"decay_tokens ({self.decay_tokens}) exceeds total_tokens ({self.total_tokens})")
 
     @property
     def decay_start(self) -> int:
