@@ -34,7 +34,7 @@ class MLMModule(L.LightningModule):
 
     def __init__(
         self,
-        model_config: MmBertConfig,
+        model_config: MmBertConfig | dict,
         optimizer: Callable[..., torch.optim.Optimizer],
         init_from: str | None = None,
         init_mode: str = "weights",
@@ -47,7 +47,18 @@ class MLMModule(L.LightningModule):
             raise ValueError(f"model.init_mode must be 'weights' or 'full', got {init_mode!r}")
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"module.on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
-        self.save_hyperparameters(ignore=["optimizer"])
+        model_config = MmBertConfig.coerce(model_config)
+        # Plain types only: Lightning reads checkpoints back with weights_only=True.
+        self.save_hyperparameters(
+            {
+                "model_config": dataclasses.asdict(model_config),
+                "init_from": None if init_from is None else str(init_from),
+                "init_mode": init_mode,
+                "tokenizer": None if tokenizer is None else str(tokenizer),
+                "compile": bool(compile),
+                "on_nonfinite": on_nonfinite,
+            }
+        )
         self.optimizer_factory = optimizer
         self.net = MmBertForMaskedLM(model_config)
         self.tokens_seen = 0

@@ -1,0 +1,215 @@
+"""Training-step throughput: packed MmBertForMaskedLM vs transformers' ModernBertForMaskedLM (padded, SDPA).
+
+Both models get the SAME variable-length documents and masked-LM labels; one step = forward, backward and an
+AdamW step. Throughput counts real (non-padding) tokens. mmbert runs the documents packed (cu_seqlens);
+transformers runs them as a padded [B, L] batch with attention_mask and sparse prediction on.
+
+    python bench/bench_model.py                       # CPU, mmBERT-small dims, fp32, docs of 64..512 tokens
+    python bench/bench_model.py --device cuda --dtype bf16 --size base --max-doc-len 8192 --batch-tokens 65536
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from mmbert.hf import hf_config_dict
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
+
+SIZES = {
+    "tiny": dict(
+        vocab_size=8192, hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=2
+    ),
+    "small": dict(
+        vocab_size=256000,
+        hidden_size=384,
+        intermediate_size=1152,
+        num_hidden_layers=22,
+        num_attention_heads=6,
+    ),
+    "base": dict(
+        vocab_size=256000,
+        hidden_size=768,
+        intermediate_size=1152,
+        num_hidden_layers=22,
+        num_attention_heads=12,
+    ),
+}
+# Dense bf16 peak of the accelerators we report model FLOPs utilisation on.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+@dataclass
+class Batch:
+    docs: list[torch.Tensor]
+    labels: list[torch.Tensor]
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(d.numel() for d in self.docs)
+
+
+def make_batches(cfg: MmBertConfig, args: argparse.Namespace, count: int, batch_tokens: int) -> list[Batch]:
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = []
+    for _ in range(count):
+        docs, labels, tokens = [], [], 0
+        while tokens < batch_tokens:
+            n = int(torch.randint(args.min_doc_len, args.max_doc_len + 1, (1,), generator=gen))
+            ids = torch.randint(5, cfg.vocab_size, (n,), generator=gen)
+            masked = torch.rand(n, generator=gen) < args.mask_rate
+            docs.append(ids)
+            labels.append(torch.where(masked, ids, -100))
+            tokens += n
+        batches.append(Batch(docs, labels))
+    return batches
+
+
+def packed_inputs(batch: Batch, device: torch.device) -> dict[str, object]:
+    lengths = torch.tensor([d.numel() for d in batch.docs])
+    cu = torch.nn.functional.pad(lengths.cumsum(0), (1, 0)).to(torch.int32)
+    return dict(
+        input_ids=torch.cat(batch.docs).to(device),
+        cu_seqlens=cu.to(device),
+        max_seqlen=int(lengths.max()),
+        labels=torch.cat(batch.labels).to(device),
+    )
+
+
+def padded_inputs(batch: Batch, device: torch.device) -> dict[str, torch.Tensor]:
+    B, L = len(batch.docs), max(d.numel() for d in batch.docs)
+    ids = torch.zeros(B, L, dtype=torch.long)
+    mask = torch.zeros(B, L, dtype=torch.long)
+    labels = torch.full((B, L), -100, dtype=torch.long)
+    for i, (d, lab) in enumerate(zip(batch.docs, batch.labels, strict=True)):
+        ids[i, : d.numel()], mask[i, : d.numel()], labels[i, : d.numel()] = d, 1, lab
+    return dict(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device))
+
+
+class Trainer:
+    """One model, its AdamW and its inputs; `step(i)` runs training step i and returns its seconds."""
+
+    def __init__(
+        self, model: torch.nn.Module, inputs: list[dict], args: argparse.Namespace, device: torch.device
+    ):
+        self.model = model.train()
+        self.inputs = inputs
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5, fused=True)
+        self.bf16 = args.dtype == "bf16"
+        self.device = device
+
+    def step(self, i: int) -> float:
+        self._sync()
+        start = time.perf_counter()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            loss = self.model(**self.inputs[i]).loss
+        loss.backward()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self._sync()
+        return time.perf_counter() - start
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def flops_per_token(cfg: MmBertConfig, mean_doc_len: float, mask_rate: float) -> float:
+    """Training FLOPs per real token: 6 x matmul parameters, attention scores and values, sparse decoder."""
+    H, I, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    layer_params = 3 * H * H + H * H + 2 * H * I + I * H
+    dense = 6 * (n_layers * layer_params)
+    n_global = sum(cfg.is_global_layer(i) for i in range(n_layers))
+    keys_global = mean_doc_len
+    keys_local = min(mean_doc_len, cfg.local_attention + 1)
+    attention = 12 * H * (n_global * keys_global + (n_layers - n_global) * keys_local)
+    head = 6 * mask_rate * (H * H + H * cfg.vocab_size)
+    return dense + attention + head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser.add_argument("--min-doc-len", type=int, default=64)
+    parser.add_argument("--max-doc-len", "--seq-len", type=int, default=512, help="longest document")
+    parser.add_argument(
+        "--batch-tokens", type=int, default=2048, help="real tokens per step (whole documents)"
+    )
+    parser.add_argument("--mask-rate", type=float, default=0.3)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps on short batches first")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps; best and median are reported")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attn-backend", default="auto", help="mmbert attention backend")
+    parser.add_argument("--hf-attn", default="sdpa", help="transformers attn_implementation")
+    parser.add_argument("--skip-hf", action="store_true", help="time mmbert only")
+    args = parser.parse_args()
+    if args.steps < 1 or args.warmup < 0:
+        parser.error("--steps must be >= 1 and --warmup >= 0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    cfg = MmBertConfig(**SIZES[args.size], attn_backend=args.attn_backend)
+    # Warm-up (lazy initialisation, optimizer state) does not need full batches.
+    warmup = make_batches(cfg, args, args.warmup, min(args.batch_tokens, 4 * args.min_doc_len))
+    timed = make_batches(cfg, args, args.steps, args.batch_tokens)
+    batches = warmup + timed
+    tokens = [b.num_tokens for b in timed]
+    mean_len = sum(sum(d.numel() ** 2 for d in b.docs) / b.num_tokens for b in timed) / len(timed)
+
+    trainers = {
+        "mmbert (packed)": Trainer(
+            MmBertForMaskedLM(cfg).to(device), [packed_inputs(b, device) for b in batches], args, device
+        )
+    }
+    if not args.skip_hf:
+        from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+        hf_cfg = ModernBertConfig.from_dict(hf_config_dict(cfg) | {"sparse_prediction": True})
+        hf_model = ModernBertForMaskedLM._from_config(hf_cfg, attn_implementation=args.hf_attn).to(device)
+        trainers[f"transformers ({args.hf_attn}, padded)"] = Trainer(
+            hf_model, [padded_inputs(b, device) for b in batches], args, device
+        )
+    # Steps alternate between the models (and which goes first) so that load from other processes on the
+    # machine hits both alike; the best step is the least disturbed one.
+    rates: dict[str, list[float]] = {name: [] for name in trainers}
+    for i in tqdm(range(len(batches)), desc="steps"):
+        for name in list(trainers) if i % 2 == 0 else list(reversed(trainers)):
+            seconds = trainers[name].step(i)
+            if i >= args.warmup:
+                rates[name].append(tokens[i - args.warmup] / seconds)
+
+    peak = next(
+        (v for k, v in PEAK_TFLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()),
+        None,
+    )
+    flops = flops_per_token(cfg, mean_len, args.mask_rate)
+    print(
+        f"\n{args.size} dims, {args.device} {args.dtype}, docs {args.min_doc_len}..{args.max_doc_len} tokens, "
+        f"{statistics.mean(tokens):.0f} real tokens/step, mask rate {args.mask_rate}, {args.steps} timed steps"
+    )
+    header = f"{'real tokens/s':34s} {'best':>10s} {'median':>10s}"
+    print(header + ("  MFU (best)" if peak else ""))
+    for name, values in rates.items():
+        mfu = f"  {100 * max(values) * flops / (peak * 1e12):10.1f}%" if peak else ""
+        print(f"{name:34s} {max(values):10.0f} {statistics.median(values):10.0f}{mfu}")
+    if len(rates) == 2:
+        ours, theirs = rates.values()
+        print(
+            f"{'speed-up (mmbert / transformers)':34s} {max(ours) / max(theirs):9.2f}x "
+            f"{statistics.median(ours) / statistics.median(theirs):9.2f}x"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""The multilingual data pipeline: sources, temperature mixing by tokens, packing, masking, resumption."""
+
+from mmbert.data.datamodule import MLMDataModule, PendingBatch
+from mmbert.data.errors import DataError
+from mmbert.data.mds import MdsWriter, merge_index
+from mmbert.data.mix import FolderMix, HubMix, MdsMix, MixSpec, SampleMix
+from mmbert.data.mixing import temperature_weights
+from mmbert.data.paths import repo_root, resolve_path
+from mmbert.data.sources import FileSource, HubSource, MdsSource, Source
+from mmbert.data.tokenizer import load_tokenizer
+
+__all__ = [
+    "DataError",
+    "FileSource",
+    "FolderMix",
+    "HubMix",
+    "HubSource",
+    "MLMDataModule",
+    "MdsMix",
+    "MdsSource",
+    "MdsWriter",
+    "MixSpec",
+    "PendingBatch",
+    "SampleMix",
+    "Source",
+    "load_tokenizer",
+    "merge_index",
+    "repo_root",
+    "resolve_path",
+    "temperature_weights",
+]

@@ -1,0 +1,435 @@
+"""``MLMDataModule``: the mixture, the packed training stream, masking, validation and exact resumption.
+
+Training batches are *assembled in the main process*: dataloader workers yield packed rows, and
+:meth:`MLMDataModule.on_before_batch_transfer` takes the next ``rows_per_step`` rows, concatenates them and
+masks them. The train dataloader itself yields :class:`PendingBatch` placeholders, so Lightning's one-batch
+prefetch does not consume data early: ``set_rows_per_step``/``set_mask_ratio`` apply to the very next
+batch, and ``state_dict()`` describes exactly the batches training has used. Without Lightning, iterate
+:meth:`MLMDataModule.train_batches`.
+
+Resumption state: per dataloader worker the latest snapshot it handed over and the rows consumed since
+(see :mod:`mmbert.data.pipeline`), the number of rows consumed (whose turn is next), the masking RNG, the
+mask ratio, the rows per step and the realised tokens. In DDP ``state_dict()`` gathers every rank's state
+(Lightning saves rank 0's copy) and each rank restores its own.
+
+Tensor suffixes: T tokens of the batch, L training languages.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from mmbert.data.batch import assemble
+from mmbert.data.errors import DataError
+from mmbert.data.masking import Masker, special_ids_table
+from mmbert.data.mix import MixSpec
+from mmbert.data.mixing import check_tau, temperature_weights
+from mmbert.data.pipeline import PackedRowDataset, PipelineConfig, _identity
+from mmbert.data.sources import Source
+from mmbert.data.tokenizer import load_tokenizer
+from mmbert.data.validation import FixedBatches, build_val_batches
+
+STATE_VERSION = 1
+
+
+class PendingBatch:
+    """Placeholder yielded by the train dataloader; turned into a batch when training is about to use it."""
+
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+
+
+class _TrainBatches:
+    def __init__(self, dm: MLMDataModule) -> None:
+        self.dm = dm
+
+    def __iter__(self) -> Iterator[PendingBatch]:
+        generation = self.dm._open_rows()
+        while True:
+            yield PendingBatch(generation)
+
+
+def _portable(obj: Any, to_torch: bool) -> Any:
+    """Worker snapshots hold numpy arrays; checkpoints load with ``weights_only=True``, which takes tensors."""
+    if to_torch and isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if to_torch and isinstance(obj, np.generic):
+        return obj.item()
+    if not to_torch and isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _portable(v, to_torch) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_portable(v, to_torch) for v in obj)
+    return obj
+
+
+def _check_ratio(key: str, value: float) -> float:
+    if not (isinstance(value, int | float) and 0.0 < value < 1.0):
+        raise DataError(f"{key} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+class MLMDataModule(L.LightningDataModule):
+    """Packed, temperature-mixed, masked MLM batches from a mix spec (``conf/data_mix``).
+
+    Args:
+        mix: the instantiated ``data_mix`` config.
+        seq_len: tokens per packed row (>= 16).
+        rows_per_step: packed rows per training batch (the most ``set_rows_per_step`` allows).
+        tau: language temperature in (0, 1].
+        mask_ratio: initial MLM mask ratio in (0, 1).
+        tokenizer: tokenizer folder or hub id; default the mix's.
+        num_workers: dataloader workers producing rows (0: in the main process).
+        seed: seeds sampling, shuffling and masking.
+        val_docs_per_lang: validation documents per language (0: no validation).
+        val_mask_ratio: fixed mask ratio of validation batches.
+        val_rows_per_step: rows per validation batch (default ``rows_per_step``).
+        val_languages: languages to validate (default the mix's ``val_languages``, else all).
+        buffer_size, tokenize_batch, block_size, snapshot_every: pipeline knobs (see ``PipelineConfig``).
+        prefetch_factor: rows each worker prepares ahead.
+    """
+
+    def __init__(
+        self,
+        mix: MixSpec,
+        seq_len: int,
+        rows_per_step: int,
+        tau: float,
+        mask_ratio: float,
+        tokenizer: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        val_docs_per_lang: int = 32,
+        val_mask_ratio: float = 0.15,
+        val_rows_per_step: int | None = None,
+        val_languages: Sequence[str] | None = None,
+        buffer_size: int = 32,
+        tokenize_batch: int = 64,
+        block_size: int = 256,
+        snapshot_every: int = 128,
+        prefetch_factor: int = 4,
+    ) -> None:
+        super().__init__()
+        if not isinstance(mix, MixSpec):
+            raise DataError(
+                f"mix must be a MixSpec (an instantiated data_mix config), got {type(mix).__name__}"
+            )
+        if not isinstance(seq_len, int) or seq_len < 16:
+            raise DataError(f"seq_len must be an integer >= 16, got {seq_len!r}")
+        if not isinstance(rows_per_step, int) or rows_per_step < 1:
+            raise DataError(f"rows_per_step must be an integer >= 1, got {rows_per_step!r}")
+        check_tau(tau)
+        if num_workers < 0 or val_docs_per_lang < 0:
+            raise DataError(
+                f"num_workers and val_docs_per_lang must be >= 0, got {num_workers}, {val_docs_per_lang}"
+            )
+        if val_rows_per_step is not None and val_rows_per_step < 1:
+            raise DataError(f"val_rows_per_step must be >= 1, got {val_rows_per_step}")
+        for key, value in (("buffer_size", buffer_size), ("tokenize_batch", tokenize_batch)):
+            if value < 1:
+                raise DataError(f"{key} must be >= 1, got {value}")
+        if block_size < 1 or snapshot_every < 1 or prefetch_factor < 1:
+            raise DataError("block_size, snapshot_every and prefetch_factor must be >= 1")
+        self.mix = mix
+        self.seq_len, self.max_rows_per_step, self.tau = seq_len, rows_per_step, float(tau)
+        self.tokenizer_name = tokenizer or mix.tokenizer
+        self.num_workers, self.seed = num_workers, seed
+        self.val_docs_per_lang = val_docs_per_lang
+        self.val_mask_ratio = _check_ratio("val_mask_ratio", val_mask_ratio)
+        self.val_rows_per_step = val_rows_per_step or rows_per_step
+        self.languages: list[str] = mix.languages
+        requested = list(val_languages) if val_languages is not None else mix.val_languages
+        self._requested_val = list(requested) if requested is not None else list(self.languages)
+        self._knobs = {
+            "buffer_size": buffer_size, "tokenize_batch": tokenize_batch, "block_size": block_size,
+            "snapshot_every": snapshot_every,
+        }  # fmt: skip
+        self.prefetch_factor = prefetch_factor
+        self._mask_ratio = _check_ratio("mask_ratio", mask_ratio)
+        self._rows_per_step = rows_per_step
+        self.rank, self.world_size = 0, 1
+        self._tok: PreTrainedTokenizerFast | None = None
+        self._ready = False
+        self._generation = 0
+        self._rows_iter: Iterator[dict[str, Any]] | None = None
+        self._reset_progress()
+
+    def __repr__(self) -> str:
+        # LightningDataModule.__str__ would build (and iterate) the dataloaders.
+        return (
+            f"MLMDataModule(mix={self.mix!r}, seq_len={self.seq_len}, rows_per_step={self._rows_per_step}, "
+            f"tau={self.tau}, mask_ratio={self._mask_ratio}, num_workers={self.num_workers})"
+        )
+
+    __str__ = __repr__
+
+    # ----------------------------------------------------------------------------------------- setup
+    def _reset_progress(self) -> None:
+        self._workers: dict[int, dict[str, Any]] = {}
+        self._rows_consumed = 0
+        self._realised = dict.fromkeys(self.languages, 0)
+        self._mask_rng = np.random.default_rng([self.seed, self.rank, 0x6D61736B])
+
+    def _dist_info(self) -> tuple[int, int]:
+        trainer = self.trainer
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        if self._tok is None:
+            self._tok = load_tokenizer(self.tokenizer_name)
+        return self._tok
+
+    def prepare_data(self) -> None:
+        self.mix.token_counts()  # measures and caches counts once (rank 0) before every rank reads them
+
+    def setup(self, stage: str | None = None) -> None:
+        # The rank is re-read on every call: user code may touch the datamodule before the trainer exists.
+        rank, world = self._dist_info()
+        if (rank, world) != (self.rank, self.world_size):
+            if self._rows_consumed:
+                raise DataError(
+                    f"rank/world size changed to {rank}/{world} after training batches were drawn"
+                )
+            self.rank, self.world_size = rank, world
+            self._mask_rng = np.random.default_rng([self.seed, self.rank, 0x6D61736B])
+        if self._ready:
+            return
+        tok = self.tokenizer
+        self.masker = Masker(special_ids_table(tok), tok.mask_token_id)
+        counts = self.mix.token_counts()
+        missing = [lang for lang in self.languages if lang not in counts]
+        if missing:
+            raise DataError(f"mix {self.mix.name!r} has no token counts for {missing}")
+        self.token_counts = {lang: counts[lang] for lang in self.languages}
+        self.weights = temperature_weights(self.token_counts, self.tau)
+        sources, val_docs = self._sources()
+        self.pipeline = PipelineConfig(
+            sources=tuple(sources), weights=tuple(self.weights[lang] for lang in self.languages),
+            tokenizer=self.tokenizer_name, seq_len=self.seq_len, seed=self.seed,
+            bos_id=tok.bos_token_id, eos_id=tok.eos_token_id, **self._knobs,
+        )  # fmt: skip
+        self._val: dict[str, list[dict[str, Any]]] = {}
+        for lang, docs in val_docs.items():
+            idx = self.languages.index(lang) if lang in self.languages else -1
+            batches = build_val_batches(
+                docs, idx, len(self.languages), tok, self.masker, self.seq_len, self.val_rows_per_step,
+                self.val_mask_ratio, self.seed, lang,
+            )  # fmt: skip
+            if batches:
+                self._val[lang] = batches
+        self._ready = True
+
+    def _sources(self) -> tuple[list[Source], dict[str, list[Any]]]:
+        """Training sources (with held-out records where a language has no validation split) and val docs."""
+        n = self.val_docs_per_lang
+        val_docs: dict[str, list[Any]] = {}
+        holdout: dict[str, int] = {}
+        for lang in tqdm(self._requested_val if n else [], desc="validation documents", leave=False):
+            try:
+                src = self.mix.val_source(lang)
+            except KeyError:
+                src = None
+            if src is not None:
+                val_docs[lang] = src.first_docs(n)
+            elif lang in self.languages:
+                holdout[lang] = n
+                val_docs[lang] = self.mix.train_source(lang, 0).first_docs(n, max_records=n)
+            else:  # a validation-only language needs its own split
+                raise DataError(
+                    f"val_languages: {lang!r} is not a training language of mix {self.mix.name!r}"
+                )
+        sources = [self.mix.train_source(lang, holdout.get(lang, 0)) for lang in self.languages]
+        return sources, {k: v for k, v in val_docs.items() if v}
+
+    # ------------------------------------------------------------------------------------- training
+    def train_dataloader(self) -> _TrainBatches:
+        self.setup("fit")
+        return _TrainBatches(self)
+
+    def _open_rows(self) -> int:
+        """(Re)start the row stream from the consumed state; returns the new generation."""
+        workers = max(self.num_workers, 1)
+        dataset = PackedRowDataset(
+            self.pipeline, self.rank, self.world_size, self.num_workers,
+            worker_offset=self._rows_consumed % workers, resume=dict(self._workers),
+        )  # fmt: skip
+        loader = DataLoader(
+            dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None,
+        )  # fmt: skip
+        self._rows_iter = iter(loader)
+        self._generation += 1
+        return self._generation
+
+    def _take_rows(self, n: int) -> list[Any]:
+        assert self._rows_iter is not None
+        rows = []
+        for _ in range(n):
+            item = next(self._rows_iter)
+            w = item["worker"]
+            prev = self._workers.get(w)
+            snapshot = item["snapshot"] if item["snapshot"] is not None else (prev or {}).get("snapshot")
+            if snapshot is None or (item["snapshot"] is None and prev["snapshot_id"] != item["snapshot_id"]):
+                raise RuntimeError(f"row stream out of order: worker {w} snapshot {item['snapshot_id']}")
+            self._workers[w] = {
+                "snapshot": snapshot,
+                "snapshot_id": item["snapshot_id"],
+                "since": item["since"],
+            }
+            self._rows_consumed += 1
+            rows.append(item["row"])
+        return rows
+
+    def _materialize(self, pending: PendingBatch) -> dict[str, Any]:
+        if pending.generation != self._generation:
+            raise RuntimeError("a train batch from an earlier dataloader iterator was used after a restart")
+        rows = self._take_rows(self._rows_per_step)
+        batch = assemble(rows, self.seq_len, self.tokenizer.pad_token_id, len(self.languages))
+        batch["input_ids"], batch["labels"] = self.masker(
+            batch["input_ids"], self._mask_ratio, self._mask_rng
+        )
+        for lang, n in zip(self.languages, batch["lang_tokens"].tolist(), strict=True):
+            self._realised[lang] += n
+        return batch
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return self._materialize(batch) if isinstance(batch, PendingBatch) else batch
+
+    def train_batches(self) -> Iterator[dict[str, Any]]:
+        """Training batches outside Lightning (notebooks, benchmarks, tests)."""
+        for pending in self.train_dataloader():
+            yield self._materialize(pending)
+
+    def set_mask_ratio(self, ratio: float) -> None:
+        self._mask_ratio = _check_ratio("mask_ratio", ratio)
+
+    @property
+    def mask_ratio(self) -> float:
+        return self._mask_ratio
+
+    def set_rows_per_step(self, n: int) -> None:
+        if not (isinstance(n, int) and 1 <= n <= self.max_rows_per_step):
+            raise DataError(f"rows per step must be an integer in [1, {self.max_rows_per_step}], got {n!r}")
+        self._rows_per_step = n
+
+    @property
+    def rows_per_step(self) -> int:
+        return self._rows_per_step
+
+    # ----------------------------------------------------------------------------------- validation
+    @property
+    def val_languages(self) -> list[str]:
+        self.setup("validate")
+        return list(self._val)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        self.setup("validate")
+        return [
+            DataLoader(FixedBatches(batches), batch_size=None, collate_fn=_identity)
+            for batches in self._val.values()
+        ]
+
+    # -------------------------------------------------------------------------------------- mixture
+    @property
+    def realised_tokens(self) -> dict[str, int]:
+        return dict(self._realised)
+
+    def mixture_report(self) -> dict[str, Any]:
+        self.setup("fit")
+        return {
+            "tau": self.tau,
+            "languages": {
+                lang: {
+                    "tokens": self.token_counts[lang],
+                    "weight": self.weights[lang],
+                    "realised_tokens": self._realised[lang],
+                }
+                for lang in self.languages
+            },
+        }
+
+    def write_mixture_json(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.mixture_report(), indent=1, ensure_ascii=False) + "\n")
+
+    # ------------------------------------------------------------------------------------ resumption
+    def _local_state(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "languages": list(self.languages),
+            "seq_len": self.seq_len,
+            "seed": self.seed,
+            "num_workers": max(self.num_workers, 1),
+            "world_size": self.world_size,
+            "rows_consumed": self._rows_consumed,
+            "workers": _portable(self._workers, to_torch=True),
+            "mask_ratio": self._mask_ratio,
+            "mask_rng": self._mask_rng.bit_generator.state,
+            "rows_per_step": self._rows_per_step,
+            "realised_tokens": dict(self._realised),
+            "mixture": self._mixture_key(),
+        }
+
+    def _mixture_key(self) -> int:
+        self.setup("fit")
+        return zlib.crc32(repr([(lang, self.weights[lang]) for lang in self.languages]).encode())
+
+    def state_dict(self) -> dict[str, Any]:
+        local = self._local_state()
+        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
+            ranks: list[Any] = [None] * self.world_size
+            dist.all_gather_object(ranks, local)
+            return {"ranks": ranks}
+        return {"ranks": [local]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.setup("fit")  # rank, world size and mixture first (Lightning has already called it)
+        ranks = state_dict.get("ranks")
+        if not ranks:
+            raise DataError("data state: no per-rank states (not saved by MLMDataModule.state_dict)")
+        if len(ranks) != max(self.world_size, 1):
+            raise DataError(
+                f"data state was saved with {len(ranks)} ranks; resuming needs as many, got {self.world_size}"
+            )
+        st = ranks[self.rank]
+        if st.get("version") != STATE_VERSION:
+            raise DataError(f"data state version {st.get('version')} is not {STATE_VERSION}")
+        checks = {
+            "languages": list(self.languages), "seq_len": self.seq_len, "seed": self.seed,
+            "num_workers": max(self.num_workers, 1),
+        }  # fmt: skip
+        checks["mixture"] = self._mixture_key()  # the same languages, token counts and tau
+        for key, value in checks.items():
+            if st[key] != value:
+                raise DataError(
+                    f"data state: {key} was {st[key]!r} when saved, now {value!r} (resuming needs the same)"
+                )
+        self._workers = {int(k): _portable(v, to_torch=False) for k, v in st["workers"].items()}
+        self._rows_consumed = st["rows_consumed"]
+        self._mask_ratio = st["mask_ratio"]
+        self._mask_rng.bit_generator.state = st["mask_rng"]
+        self._rows_per_step = st["rows_per_step"]
+        self._realised = dict(st["realised_tokens"])
+        self._generation += 1  # pending batches of an older iterator must not be used
+        self._rows_iter = None

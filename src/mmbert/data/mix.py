@@ -1,0 +1,482 @@
+"""Mix specs: which languages a phase trains on, where their documents are, and how many tokens each has.
+
+The ``conf/data_mix/*.yaml`` files instantiate one of these (``_target_`` + arguments):
+
+- :class:`SampleMix`: the embedded sample corpus ``data/sample`` and one of its subsets;
+- :class:`FolderMix`: any local FineWeb2-layout folder (token counts measured once and cached);
+- :class:`HubMix`: the released mmBERT mixtures over hub datasets (token counts from the release);
+- :class:`MdsMix`: pre-tokenized MDS shards.
+
+Relative paths are resolved against the repository root (:mod:`mmbert.data.paths`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from mmbert.data.errors import DataError
+from mmbert.data.langcodes import normalize_language
+from mmbert.data.mds import MdsShard, find_shards
+from mmbert.data.paths import resolve_path
+from mmbert.data.readers import SUFFIXES, SkipCounter, file_format
+from mmbert.data.sources import FileSource, HubSource, MdsSource, Source, hub_configs
+from mmbert.data.tokenizer import encode_bodies, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+CACHE_NAME = "mmbert_token_counts.json"
+
+
+class MixSpec(ABC):
+    """Data mixture: ``languages`` in training order, ``token_counts`` the ``n_i`` of temperature mixing."""
+
+    name: str
+    tokenizer: str
+    val_languages: list[str] | None = None
+
+    @property
+    @abstractmethod
+    def languages(self) -> list[str]: ...
+
+    @abstractmethod
+    def token_counts(self) -> dict[str, int]:
+        """Tokens per language (given by the mix, or measured with the mix's tokenizer and cached)."""
+
+    @abstractmethod
+    def train_source(self, lang: str, holdout: int = 0) -> Source: ...
+
+    @abstractmethod
+    def val_source(self, lang: str) -> Source | None:
+        """The language's own validation split, or None (validation then holds out training records)."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, languages={len(self.languages)})"
+
+
+def _as_list(value: Iterable[str] | str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _check_counts(counts: Mapping[str, Any], where: str) -> dict[str, int]:
+    out = {}
+    for lang, n in counts.items():
+        try:
+            out[str(lang)] = int(n)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: token count of {lang!r} is not an integer: {n!r}") from e
+        if out[str(lang)] <= 0:
+            raise DataError(f"{where}: token count of {lang!r} must be > 0, got {n!r}")
+    return out
+
+
+def _data_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and file_format(p) is not None)
+
+
+def discover_languages(root: Path) -> dict[str, Path]:
+    """``{language: folder}`` of the ``{iso639_3}_{Script}/train/`` folders in ``root`` or ``root/data``."""
+    if not root.exists():
+        raise DataError(f"data path {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a folder")
+    base = root / "data" if (root / "data").is_dir() else root
+    found: dict[str, Path] = {}
+    for d in sorted(p for p in base.iterdir() if p.is_dir() and (p / "train").is_dir()):
+        lang = normalize_language(d.name)
+        if lang is None:
+            continue
+        if lang in found:
+            raise DataError(f"{base}: folders {found[lang].name!r} and {d.name!r} are both language {lang!r}")
+        if not _data_files(d / "train"):
+            raise DataError(f"{d / 'train'}: language folder without data files ({', '.join(SUFFIXES)})")
+        found[lang] = d
+    if not found:
+        raise DataError(f"{root}: no language folders ({{iso639_3}}_{{Script}}/train/*) found")
+    return found
+
+
+def _tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def measure_tokens(source: Source, tok: PreTrainedTokenizerFast, batch: int = 256) -> tuple[int, int]:
+    """(tokens, documents) of a source: body tokens plus ``<bos>``/``<eos>`` per document."""
+    tokens = docs = 0
+    texts: list[str] = []
+
+    def flush() -> None:
+        nonlocal tokens
+        tokens += sum(len(ids) + 2 for ids in encode_bodies(tok.backend_tokenizer, texts))
+        texts.clear()
+
+    for f, path in enumerate(tqdm(source.files(), desc=f"counting tokens {source.name}", leave=False)):
+        skips = SkipCounter()
+        for block in source.blocks(f, None, 1024):
+            for raw in block.raws:
+                doc = source.decode(f, raw, skips)
+                if doc is None:
+                    continue
+                docs += 1
+                if isinstance(doc, str):
+                    texts.append(doc)
+                    if len(texts) >= batch:
+                        flush()
+                else:
+                    tokens += len(doc) + 2
+        if skips:
+            log.warning(skips.summary(path))
+    flush()
+    if docs == 0:
+        raise DataError(f"source {source.name!r} has no usable documents in {list(source.files())}")
+    return tokens, docs
+
+
+class _CountCache:
+    """Measured token counts per language, keyed by tokenizer and file list (relative paths and sizes).
+
+    Stored in ``<root>/mmbert_token_counts.json`` (committed for the sample corpus), or under
+    ``~/.cache/mmbert`` when the data folder is read-only.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / CACHE_NAME
+        if not os.access(root, os.W_OK) and not self.path.exists():
+            key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
+            self.path = (
+                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmbert" / f"{key}.json"
+            )
+        try:
+            self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        except (OSError, ValueError):
+            self.data = {}
+
+    def fingerprint(self, files: Sequence[str]) -> dict[str, int]:
+        return {Path(f).relative_to(self.root).as_posix(): Path(f).stat().st_size for f in files}
+
+    def get(self, tok_key: str, lang: str, files: Sequence[str]) -> int | None:
+        entry = self.data.get(tok_key, {}).get(lang)
+        return entry["tokens"] if entry and entry["files"] == self.fingerprint(files) else None
+
+    def put(self, tok_key: str, lang: str, files: Sequence[str], tokens: int, docs: int) -> None:
+        self.data.setdefault(tok_key, {})[lang] = {
+            "files": self.fingerprint(files),
+            "tokens": tokens,
+            "docs": docs,
+        }
+
+    def save(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+        except OSError as e:
+            log.warning("could not write the token count cache %s: %s", self.path, e)
+
+
+class FolderMix(MixSpec):
+    """A local FineWeb2-layout folder: ``{lang}_{Script}/train/*`` (+ ``test/*``), also under ``data/``."""
+
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str = "data/tokenizer",
+        languages: Sequence[str] | str | None = None,
+        token_counts: Mapping[str, int] | None = None,
+        text_field: str = "text",
+        val_languages: Sequence[str] | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if path is None or str(path) in ("", "???"):
+            raise DataError("data_mix.path is not set (data_mix=folder data_mix.path=DIR)")
+        self.root = resolve_path(path)
+        self.name = name or self.root.name
+        self.tokenizer = tokenizer
+        self.text_field = text_field
+        self.folders = discover_languages(self.root)
+        wanted = _as_list(languages)
+        if wanted is None:
+            self._languages = list(self.folders)
+        else:
+            self._languages = [self._known(lang, "languages") for lang in wanted]
+        self.val_languages = [self._known(v, "val_languages") for v in _as_list(val_languages) or []] or None
+        self._given = _check_counts(token_counts, f"mix {self.name!r}") if token_counts else None
+        if self._given is not None:
+            missing = set(self._languages) - set(self._given)
+            if missing:
+                raise DataError(f"mix {self.name!r}: token_counts lack languages {sorted(missing)}")
+
+    def _known(self, lang: str, key: str) -> str:
+        norm = normalize_language(lang)
+        if norm not in self.folders:
+            raise DataError(
+                f"{key}: unknown language {lang!r} in {self.root} (available: {sorted(self.folders)})"
+            )
+        return norm
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self._languages)
+
+    def train_files(self, lang: str) -> list[Path]:
+        return _data_files(self.folders[lang] / "train")
+
+    def train_source(self, lang: str, holdout: int = 0) -> Source:
+        return FileSource(lang, self.train_files(lang), self.text_field, holdout)
+
+    def val_source(self, lang: str) -> Source | None:
+        test = self.folders[lang] / "test"
+        files = _data_files(test) if test.is_dir() else []
+        return FileSource(lang, files, self.text_field) if files else None
+
+    def measured_counts(self) -> dict[str, int]:
+        tok = load_tokenizer(self.tokenizer)
+        tok_key = _tokenizer_fingerprint(tok)
+        cache = _CountCache(self.root)
+        counts, dirty = {}, False
+        for lang in self._languages:
+            files = [str(f) for f in self.train_files(lang)]
+            n = cache.get(tok_key, lang, files)
+            if n is None:
+                n, docs = measure_tokens(self.train_source(lang), tok)
+                cache.put(tok_key, lang, files, n, docs)
+                dirty = True
+            counts[lang] = n
+        if dirty:
+            cache.save()
+        return counts
+
+    def token_counts(self) -> dict[str, int]:
+        if self._given is not None:
+            return {lang: self._given[lang] for lang in self._languages}
+        return self.measured_counts()
+
+
+class SampleMix(FolderMix):
+    """The embedded sample corpus; ``subset`` picks the languages of one phase (see ``languages.json``).
+
+    Subsets mirror the real phases: ``pretrain`` (60 languages -> 9), ``midtrain`` and ``decay-cont``
+    (110 -> 16), ``decay-all`` (all; also named ``decay``, the phase name), and ``decay-eng`` (``midtrain``
+    with English tokens upweighted).
+    """
+
+    def __init__(
+        self,
+        path: str = "data/sample",
+        subset: str = "decay-all",
+        tokenizer: str = "data/tokenizer",
+        val_languages: Sequence[str] | str | None = None,
+    ) -> None:
+        root = resolve_path(path)
+        meta_path = root / "languages.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as e:
+            raise DataError(f"{meta_path}: cannot read the sample's language subsets ({e})") from e
+        subsets = meta["subsets"]
+        if subset not in subsets:
+            raise DataError(f"data_mix.subset must be one of {sorted(subsets)}, got {subset!r}")
+        self.subset = subset
+        self.upweight: dict[str, float] = dict(subsets[subset].get("upweight", {}))
+        super().__init__(
+            path,
+            tokenizer,
+            subsets[subset]["languages"],
+            val_languages=val_languages,
+            name=f"sample-{subset}",
+        )
+
+    def token_counts(self) -> dict[str, int]:
+        counts = super().token_counts()
+        return {lang: round(n * self.upweight.get(lang, 1.0)) for lang, n in counts.items()}
+
+
+class HubMix(MixSpec):
+    """A released mmBERT mixture: languages and their token counts, read from hub datasets.
+
+    A language is a FineWeb2 config (``rus_Cyrl``) or an ISO 639-3 code (``rus``: every ``rus_*`` config of
+    ``repo``, found with ``datasets.get_dataset_config_names``). ``sources`` overrides where a language comes
+    from (``{lang: {repo, config, split, val_split, text_field}}``), e.g. English and code, which FineWeb2 has
+    not. Languages without a validation split hold out their first training records for validation.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        token_counts: Mapping[str, int],
+        tokenizer: str = "jhu-clsp/mmBERT-small",
+        repo: str = "HuggingFaceFW/fineweb-2",
+        split: str = "train",
+        val_split: str | None = "test",
+        text_field: str = "text",
+        sources: Mapping[str, Mapping[str, Any]] | None = None,
+        val_languages: Sequence[str] | str | None = None,
+        revision: str | None = None,
+    ) -> None:
+        self.name, self.tokenizer, self.repo, self.revision = name, tokenizer, repo, revision
+        self.split, self.val_split, self.text_field = split, val_split, text_field
+        self._counts = _check_counts(token_counts, f"mix {name!r}")
+        if not self._counts:
+            raise DataError(f"mix {name!r} has no languages")
+        for lang in self._counts:
+            if normalize_language(lang) != lang:
+                raise DataError(
+                    f"mix {name!r}: {lang!r} is not an ISO 639-3 code or {{iso639_3}}_{{Script}} name"
+                )
+        self.overrides = {str(k): dict(v) for k, v in (sources or {}).items()}
+        unknown = set(self.overrides) - set(self._counts)
+        if unknown:
+            raise DataError(f"mix {name!r}: sources given for languages not in the mix: {sorted(unknown)}")
+        self.val_languages = _as_list(val_languages)
+        for v in self.val_languages or []:
+            if v not in self._counts:
+                raise DataError(f"mix {name!r}: val_languages has {v!r}, which is not in the mix")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self._counts)
+
+    def token_counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+    def configs(self, lang: str) -> list[str]:
+        """The configs of a language: itself if it names one, else all its ``{iso}_{Script}`` configs.
+
+        FineWeb2's ``{iso}_{Script}_removed`` configs hold filtered-out documents and are never matched.
+        """
+        available = hub_configs(self.repo, self.revision)
+        if "_" in lang:
+            found = [lang] if lang in available else []
+        else:
+            found = [c for c in available if re.fullmatch(rf"{re.escape(lang)}_[A-Z][a-z]{{3}}", c)]
+        if not found:
+            raise DataError(
+                f"mix {self.name!r}: language {lang!r} has no config in hub dataset {self.repo!r}"
+            )
+        return found
+
+    def _source(self, lang: str, split: str, holdout: int) -> HubSource:
+        o = self.overrides.get(lang)
+        if o is not None:
+            return HubSource(
+                lang,
+                o["repo"],
+                [o.get("config")],
+                split,
+                o.get("text_field", "text"),
+                holdout,
+                o.get("revision"),
+            )
+        return HubSource(lang, self.repo, self.configs(lang), split, self.text_field, holdout, self.revision)
+
+    def train_source(self, lang: str, holdout: int = 0) -> Source:
+        o = self.overrides.get(lang, {})
+        return self._source(lang, o.get("split", self.split), holdout)
+
+    def val_source(self, lang: str) -> Source | None:
+        split = self.overrides[lang].get("val_split") if lang in self.overrides else self.val_split
+        if split is None:
+            return None
+        src = self._source(lang, split, 0)
+        try:
+            src.files()
+        except DataError as e:
+            log.warning("%s; validating %s on held-out training documents", e, lang)
+            return None
+        return src
+
+
+class MdsMix(MixSpec):
+    """Pre-tokenized MDS shards: each top-level subfolder of ``path`` (or of ``path/train``) is one source.
+
+    Source names are the folder names (normalised when they are language codes). Validation reads
+    ``val_path`` (same layout) when given, else holds out the first documents of each source.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str = "jhu-clsp/mmBERT-small",
+        token_counts: Mapping[str, int] | None = None,
+        val_path: str | None = None,
+        val_languages: Sequence[str] | str | None = None,
+        name: str | None = None,
+    ) -> None:
+        if path is None or str(path) in ("", "???"):
+            raise DataError("data_mix.path is not set (data_mix=mds data_mix.path=DIR)")
+        self.root = resolve_path(path)
+        self.name = name or self.root.name
+        self.tokenizer = tokenizer
+        self.shards = self._discover(self.root)
+        self.val_shards = self._discover(resolve_path(val_path)) if val_path else {}
+        self._given = _check_counts(token_counts, f"mix {self.name!r}") if token_counts else None
+        self.val_languages = _as_list(val_languages)
+        for v in self.val_languages or []:
+            if v not in self.shards:
+                raise DataError(
+                    f"val_languages: unknown source {v!r} in {self.root} (have {sorted(self.shards)})"
+                )
+
+    @staticmethod
+    def _discover(root: Path) -> dict[str, list[MdsShard]]:
+        if not root.is_dir():
+            raise DataError(f"MDS path {root} does not exist or is not a folder")
+        base = root / "train" if (root / "train").is_dir() else root
+        groups: dict[str, list[MdsShard]] = {}
+        for shard in find_shards(base):
+            rel = shard.path.relative_to(base).parts
+            folder = rel[0] if len(rel) > 1 else base.name
+            name = normalize_language(folder) or folder
+            groups.setdefault(name, []).append(shard)
+        if not groups:
+            raise DataError(f"{root}: no MDS shards (index.json + shard.NNNNN.mds) found")
+        return groups
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.shards)
+
+    def _bos_eos(self) -> tuple[int, int]:
+        tok = load_tokenizer(self.tokenizer)
+        return tok.bos_token_id, tok.eos_token_id
+
+    def train_source(self, lang: str, holdout: int = 0) -> Source:
+        src = MdsSource(lang, self.shards[lang], *self._bos_eos())
+        src.holdout = holdout
+        return src
+
+    def val_source(self, lang: str) -> Source | None:
+        shards = self.val_shards.get(lang)
+        return MdsSource(lang, shards, *self._bos_eos()) if shards else None
+
+    def token_counts(self) -> dict[str, int]:
+        if self._given is not None:
+            missing = set(self.shards) - set(self._given)
+            if missing:
+                raise DataError(f"mix {self.name!r}: token_counts lack sources {sorted(missing)}")
+            return {k: self._given[k] for k in self.shards}
+        cache = _CountCache(self.root)
+        counts, dirty = {}, False
+        for lang, shards in self.shards.items():
+            files = [str(s.path) for s in shards]
+            n = cache.get("mds", lang, files)
+            if n is None:
+                n, docs = measure_tokens(self.train_source(lang), load_tokenizer(self.tokenizer))
+                cache.put("mds", lang, files, n, docs)
+                dirty = True
+            counts[lang] = n
+        if dirty:
+            cache.save()
+        return counts

@@ -1,0 +1,31 @@
+"""Where relative paths in data settings point: the repository root, whatever the working directory.
+
+Hydra changes the working directory of a run, so ``data/sample`` in a config must not depend on it. A relative
+path is resolved against the repository root: the checkout holding ``conf/`` next to ``src/mmbert`` (editable
+install), else ``$MMBERT_ROOT``, else the current directory. Absolute paths and ``~`` are used as given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "conf").is_dir() and (checkout / "src" / "mmbert").is_dir():
+        return checkout
+    env = os.environ.get("MMBERT_ROOT")
+    return Path(env) if env else Path.cwd()
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """Absolute form of a data path; relative paths are taken from the repository root."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else repo_root() / p
+
+
+def resolve_tokenizer(name: str) -> str:
+    """A local tokenizer folder (absolute, or relative to the repository root) or else a hub model id."""
+    p = resolve_path(name)
+    return str(p) if p.exists() else name

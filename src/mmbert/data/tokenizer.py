@@ -1,0 +1,33 @@
+"""Loading the mix's tokenizer, and batched document tokenization without special tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from mmbert.data.errors import DataError
+from mmbert.data.paths import resolve_tokenizer
+
+
+@cache
+def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
+    """A fast tokenizer with pad/bos/eos/mask tokens, from a local folder or a hub id."""
+    resolved = resolve_tokenizer(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(resolved)
+    except Exception as e:  # transformers raises OSError/ValueError/HF errors for a missing tokenizer
+        raise DataError(f"cannot load tokenizer {name!r} (resolved to {resolved!r}): {e}") from e
+    if not isinstance(tok, PreTrainedTokenizerFast):
+        raise DataError(f"tokenizer {name!r} is not a fast tokenizer")
+    missing = [t for t in ("pad", "bos", "eos", "mask") if getattr(tok, f"{t}_token_id") is None]
+    if missing:
+        raise DataError(f"tokenizer {name!r} lacks special tokens: {missing}")
+    return tok
+
+
+def encode_bodies(backend: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text without any special token (the pipeline frames chunks itself)."""
+    return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]

@@ -1,0 +1,312 @@
+"""Attention over packed (unpadded) documents: backend selection and the three backends.
+
+Shape legend: T packed tokens, N documents (cu_seqlens has N + 1 entries), H heads, D head dim,
+n documents in one length bucket, L padded length of a bucket, nb blocks of B tokens (blocked local attention).
+
+`window` is the largest |i - j| a query may attend to (64 for mmBERT's 128-token local window); -1 means global.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import itertools
+import math
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmbert.model.config import ATTN_BACKENDS
+
+# Documents whose length is within this fraction of a bucket's longest document share its padded batch.
+_BUCKET_FILL = 0.75
+# Local layers on buckets longer than this many windows attend block by block instead of through a full band
+# mask: on CPU the full mask costs the same up to ~8 windows and grows quadratically after.
+_BLOCKED_MIN_WINDOWS = 8
+
+
+class AttentionBackendError(RuntimeError):
+    """An attention backend was requested explicitly but cannot run here."""
+
+
+@cache
+def flash_attn_importable() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None
+
+
+@cache
+def torch_varlen_supports_window() -> bool:
+    """torch.nn.attention.varlen.varlen_attn exists and accepts window_size (needed on local layers)."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return False
+    return "window_size" in inspect.signature(varlen_attn).parameters
+
+
+def select_attn_backend(requested: str, device: torch.device, dtype: torch.dtype, *, dropout: bool) -> str:
+    """Resolve `attn_backend` for a forward pass on `device` with activations of `dtype`.
+
+    `auto` prefers flash-attn, then torch's varlen_attn (both CUDA with fp16/bf16 only), else SDPA. An explicit
+    choice that cannot run raises AttentionBackendError saying why. `dropout` is whether attention dropout is
+    active: torch's varlen_attn has none.
+    """
+    if requested not in ATTN_BACKENDS:
+        raise ValueError(f"attn_backend={requested!r} is not one of {ATTN_BACKENDS}")
+    half = dtype in (torch.float16, torch.bfloat16)
+    cuda = device.type == "cuda"
+    if requested == "auto":
+        if cuda and half and flash_attn_importable():
+            return "flash"
+        if cuda and half and not dropout and torch_varlen_supports_window():
+            return "varlen"
+        return "sdpa"
+    if requested == "flash":
+        if not cuda:
+            raise AttentionBackendError(f"attn_backend='flash' needs a CUDA device, got {device.type}")
+        if not flash_attn_importable():
+            raise AttentionBackendError(
+                "attn_backend='flash' needs the flash_attn package (pip install flash-attn)"
+            )
+        if not half:
+            raise AttentionBackendError(
+                f"attn_backend='flash' needs fp16/bf16 activations (autocast), got {dtype}"
+            )
+    if requested == "varlen":
+        if not cuda:
+            raise AttentionBackendError(f"attn_backend='varlen' needs a CUDA device, got {device.type}")
+        if not torch_varlen_supports_window():
+            raise AttentionBackendError(
+                f"attn_backend='varlen': torch {torch.__version__} has no varlen_attn with window_size"
+            )
+        if not half:
+            raise AttentionBackendError(
+                f"attn_backend='varlen' needs fp16/bf16 activations (autocast), got {dtype}"
+            )
+        if dropout:
+            raise AttentionBackendError("attn_backend='varlen' does not support attention_dropout > 0")
+    return requested
+
+
+def packed_attention(
+    qkv_T3HD: Tensor,
+    cu_seqlens_N1: Tensor,
+    max_seqlen: int,
+    window: int,
+    backend: str,
+    *,
+    dropout_p: float = 0.0,
+    layout: SdpaLayout | None = None,
+) -> Tensor:
+    """Bidirectional attention inside each document of a packed batch; returns [T, H, D].
+
+    `backend` is a resolved name (see select_attn_backend). The SDPA backend takes a prebuilt `layout` so that
+    its index and mask tensors are shared by all layers of a forward pass.
+    """
+    if backend == "flash":
+        from flash_attn import flash_attn_varlen_qkvpacked_func
+
+        return flash_attn_varlen_qkvpacked_func(
+            qkv_T3HD,
+            cu_seqlens_N1,
+            max_seqlen,
+            dropout_p=dropout_p,
+            causal=False,
+            window_size=(window, window),
+        )
+    if backend == "varlen":
+        from torch.nn.attention.varlen import varlen_attn
+
+        if dropout_p > 0:
+            raise AttentionBackendError("attn_backend='varlen' does not support attention_dropout > 0")
+        q_THD, k_THD, v_THD = qkv_T3HD.unbind(1)
+        return varlen_attn(
+            q_THD,
+            k_THD,
+            v_THD,
+            cu_seqlens_N1,
+            cu_seqlens_N1,
+            max_seqlen,
+            max_seqlen,
+            window_size=(window, window),
+        )
+    if backend == "sdpa":
+        if layout is None:
+            layout = SdpaLayout.build(cu_seqlens_N1, max(window, 0))
+        elif window >= 0 and window != layout.window:
+            raise ValueError(f"layout was built for window {layout.window}, attention asked for {window}")
+        return layout.attend(qkv_T3HD, local=window >= 0, dropout_p=dropout_p)
+    raise ValueError(f"unknown resolved attention backend {backend!r}")
+
+
+@dataclass(frozen=True)
+class _Bucket:
+    """Documents of similar length, padded to one length."""
+
+    n_docs: int
+    length: int  # L: padded query length
+    halo: int  # masked padding each side of a document for blocked local attention (B), else 0
+    global_mask: Tensor | None  # [n, 1, 1, L] key validity; None when no padding
+    local_mask: Tensor | None  # [n, 1, L, L] band mask, or [n, nb, 1, B, 3B] blocked band mask
+
+
+@dataclass(frozen=True)
+class SdpaLayout:
+    """How a packed batch maps to padded per-bucket batches for torch's scaled_dot_product_attention.
+
+    Built once per forward on the host (it reads cu_seqlens) and reused by every layer. Padding is bounded by
+    bucketing similar lengths; local layers on long buckets attend block by block (each block of B = window
+    queries sees its own and both neighbouring key blocks), so their cost is linear in length.
+    """
+
+    buckets: tuple[_Bucket, ...]
+    # Rows of the packed qkv that fill every bucket's [n, halo + L + halo] slots, buckets one after another.
+    # Pad slots read row 0: every mask keeps pad keys away from real queries, and pad queries' outputs are
+    # dropped, so those copies get exactly zero weight and zero gradient.
+    gather: Tensor
+    scatter: Tensor  # [T] row of each packed token in the concatenated bucket outputs
+    window: int
+    num_tokens: int
+
+    @staticmethod
+    def build(cu_seqlens_N1: Tensor, window: int, device: torch.device | None = None) -> SdpaLayout:
+        device = cu_seqlens_N1.device if device is None else device
+        cu = cu_seqlens_N1.tolist()
+        num_tokens = cu[-1]
+        lengths = [end - start for start, end in itertools.pairwise(cu)]
+        order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+        groups: list[list[int]] = []
+        for i in order:
+            if groups and lengths[i] >= _BUCKET_FILL * lengths[groups[-1][0]]:
+                groups[-1].append(i)
+            else:
+                groups.append([i])
+
+        buckets: list[_Bucket] = []
+        gathers: list[Tensor] = []
+        scatter_T = torch.empty(num_tokens, dtype=torch.long)
+        offset = 0
+        for group in groups:
+            bucket, gather, rows, slots = _build_bucket(
+                torch.tensor([cu[i] for i in group]),
+                torch.tensor([lengths[i] for i in group]),
+                window,
+            )
+            buckets.append(bucket)
+            gathers.append(gather)
+            scatter_T[rows] = slots + offset
+            offset += bucket.n_docs * bucket.length
+        return SdpaLayout(
+            buckets=tuple(_bucket_to(b, device) for b in buckets),
+            gather=torch.cat(gathers).to(device)
+            if gathers
+            else torch.zeros(0, dtype=torch.long, device=device),
+            scatter=scatter_T.to(device),
+            window=window,
+            num_tokens=num_tokens,
+        )
+
+    def attend(self, qkv_T3HD: Tensor, *, local: bool, dropout_p: float = 0.0) -> Tensor:
+        T, _, H, D = qkv_T3HD.shape
+        if self.num_tokens != T:
+            raise ValueError(f"qkv has {T} tokens but the attention layout was built for {self.num_tokens}")
+        if not self.buckets:  # no token at all
+            return qkv_T3HD.new_zeros(T, H, D)
+        # One gather and one split for all buckets: on a CPU shared with other processes, every extra
+        # parallel op can cost a scheduler time slice.
+        padded_SF = _GatherRows.apply(qkv_T3HD.reshape(T, 3 * H * D), self.gather)
+        sizes = [b.n_docs * (b.length + 2 * b.halo) for b in self.buckets]
+        outs: list[Tensor] = []
+        for b, rows_F in zip(self.buckets, padded_SF.split(sizes), strict=True):
+            n, L, halo = b.n_docs, b.length, b.halo
+            x_nL3HD = rows_F.view(n, L + 2 * halo, 3, H, D)
+            if local and halo:
+                nb = L // halo
+                q = x_nL3HD[:, halo : halo + L, 0].reshape(n, nb, halo, H, D).transpose(2, 3)
+                # unfold gives [n, nb, H, D, 3B]: each block's keys are its own block and both neighbours.
+                k = x_nL3HD[:, :, 1].unfold(1, 3 * halo, halo).transpose(-1, -2)
+                v = x_nL3HD[:, :, 2].unfold(1, 3 * halo, halo).transpose(-1, -2)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask, dropout_p=dropout_p)
+                outs.append(o.transpose(2, 3).reshape(n * L, H * D))
+            else:
+                if halo:
+                    x_nL3HD = x_nL3HD[:, halo : halo + L]
+                q, k, v = x_nL3HD.permute(2, 0, 3, 1, 4).unbind(0)
+                mask = b.local_mask if local else b.global_mask
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+                outs.append(o.transpose(1, 2).reshape(n * L, H * D))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return _GatherRows.apply(out, self.scatter).view(T, H, D)
+
+
+class _GatherRows(torch.autograd.Function):
+    """x[index] whose backward is one index_add_ (torch's own index_select backward is several times slower
+    on CPU)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x_NF: Tensor, index_S: Tensor) -> Tensor:
+        ctx.save_for_backward(index_S)
+        ctx.num_rows = x_NF.shape[0]
+        return x_NF.index_select(0, index_S)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_SF: Tensor) -> tuple[Tensor, None]:
+        (index_S,) = ctx.saved_tensors
+        grad_NF = grad_SF.new_zeros(ctx.num_rows, grad_SF.shape[1])
+        return grad_NF.index_add_(0, index_S, grad_SF), None
+
+
+def _build_bucket(starts_n: Tensor, lengths_n: Tensor, window: int) -> tuple[_Bucket, Tensor, Tensor, Tensor]:
+    """Masks of one bucket; the packed row (0 for padding) of each of its [n, halo + L + halo] slots; the packed
+    rows its valid slots hold; and those slots' flat positions in the bucket's [n * L] output."""
+    n, longest = lengths_n.numel(), int(lengths_n.max())
+    blocked = window > 0 and longest > _BLOCKED_MIN_WINDOWS * window
+    halo = window if blocked else 0
+    L = math.ceil(longest / window) * window if blocked else longest
+    pos_P = torch.arange(-halo, L + halo)
+    valid_nP = (pos_P >= 0) & (pos_P < lengths_n[:, None])
+    gather_nP = torch.where(valid_nP, starts_n[:, None] + pos_P, 0)
+    valid_nL = valid_nP[:, halo : halo + L]
+    rows = gather_nP[:, halo : halo + L][valid_nL]
+    slots = torch.arange(n * L).view(n, L)[valid_nL]
+
+    global_mask = None if bool(valid_nL.all()) else valid_nL[:, None, None, :]
+    # Pad query rows may attend to anything: their outputs are dropped, and a row with no allowed key would
+    # give NaN (and NaN gradients) in SDPA.
+    if blocked:
+        nb = L // halo
+        q_pos_bB = torch.arange(L).view(nb, halo)
+        k_pos_bK = pos_P.unfold(0, 3 * halo, halo)
+        band_bBK = (q_pos_bB[:, :, None] - k_pos_bK[:, None, :]).abs() <= window
+        k_valid_nbK = valid_nP.unfold(1, 3 * halo, halo)
+        q_pad_nbB = ~valid_nL.view(n, nb, halo)
+        local_mask = (k_valid_nbK[:, :, None, :] & band_bBK) | q_pad_nbB[..., None]
+        local_mask = local_mask[:, :, None]
+    else:
+        pos_L = torch.arange(L)
+        band_LL = (pos_L[:, None] - pos_L[None, :]).abs() <= window
+        local_mask = ((valid_nL[:, None, :] & band_LL) | ~valid_nL[:, :, None])[:, None]
+    bucket = _Bucket(
+        n_docs=n,
+        length=L,
+        halo=halo,
+        global_mask=global_mask,
+        local_mask=local_mask,
+    )
+    return bucket, gather_nP.reshape(-1), rows, slots
+
+
+def _bucket_to(b: _Bucket, device: torch.device) -> _Bucket:
+    def move(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.to(device, non_blocking=True)
+
+    return _Bucket(
+        n_docs=b.n_docs,
+        length=b.length,
+        halo=b.halo,
+        global_mask=move(b.global_mask),
+        local_mask=move(b.local_mask),
+    )

@@ -1,0 +1,350 @@
+"""Hugging Face interop: exact parity with transformers' ModernBertForMaskedLM, conversion, HF folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
+
+from mmbert.hf import config_from_hf_dict, from_hf, hf_config_dict, load_hf_folder, save_hf_folder, to_hf
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # ids 0..4 as in mmBERT's config
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def hf_modernbert(seed: int = 0, **overrides: object) -> ModernBertForMaskedLM:
+    """transformers' model with mmBERT's options, configured independently of mmbert.hf."""
+    fields: dict[str, object] = dict(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        local_attention=8,
+        global_attn_every_n_layers=3,
+        global_rope_theta=160000.0,
+        local_rope_theta=160000.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        cls_token_id=1,
+        sep_token_id=1,
+        mask_token_id=4,
+        classifier_pooling="mean",
+        attn_implementation="sdpa",
+    )
+    fields.update(overrides)
+    torch.manual_seed(seed)
+    return ModernBertForMaskedLM(ModernBertConfig(**fields)).eval()
+
+
+def padded_batch(
+    lengths: list[int], vocab: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    L = max(lengths)
+    ids = torch.randint(5, vocab, (len(lengths), L), generator=gen)
+    mask = (torch.arange(L)[None] < torch.tensor(lengths)[:, None]).long()
+    ids = ids * mask
+    labels = torch.where((torch.rand(ids.shape, generator=gen) < 0.3) & mask.bool(), ids, -100)
+    return ids, mask, labels
+
+
+def assert_same_mlm_outputs(
+    hf_model: ModernBertForMaskedLM, model: MmBertForMaskedLM, lengths: list[int]
+) -> None:
+    ids, mask, labels = padded_batch(lengths, hf_model.config.vocab_size)
+    valid = mask.bool()
+    with torch.no_grad():
+        theirs = hf_model(input_ids=ids, attention_mask=mask)
+        ours = model(input_ids=ids, attention_mask=mask)
+        theirs_l = hf_model(input_ids=ids, attention_mask=mask, labels=labels)
+        ours_l = model(input_ids=ids, attention_mask=mask, labels=labels)
+    assert (ours.logits[valid] - theirs.logits[valid]).abs().max().item() <= 1e-4
+    assert (ours_l.loss - theirs_l.loss).abs().item() <= 1e-5
+    if hf_model.config.sparse_prediction:
+        assert (ours_l.logits - theirs_l.logits).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize(
+    ("global_theta", "local_theta"), [(10000.0, 10000.0), (160000.0, 160000.0), (160000.0, 10000.0)]
+)
+def test_padded_logits_equal_transformers(global_theta: float, local_theta: float) -> None:
+    # Documents far longer than the local window (|i - j| <= 4), mixed lengths, and one past the blocked
+    # local-attention threshold (8 windows).
+    hf_model = hf_modernbert(
+        global_rope_theta=global_theta, local_rope_theta=local_theta, sparse_prediction=True
+    )
+    model = from_hf(hf_model)
+    assert (model.config.global_rope_theta, model.config.local_rope_theta) == (global_theta, local_theta)
+    assert_same_mlm_outputs(hf_model, model, [45, 3, 17, 40, 1])
+
+
+def test_set_rope_theta_matches_transformers_at_the_new_theta() -> None:
+    model = from_hf(hf_modernbert(global_rope_theta=10000.0, local_rope_theta=10000.0))
+    model.set_rope_theta(160000.0, 160000.0)
+    assert_same_mlm_outputs(to_hf(model).eval(), model, [30, 12])
+    reference = hf_modernbert(global_rope_theta=160000.0, local_rope_theta=160000.0)
+    reference.load_state_dict(model.state_dict())
+    assert_same_mlm_outputs(reference, model, [30, 12])
+
+
+@pytest.mark.slow
+def test_padded_logits_equal_transformers_at_mmbert_small_dims() -> None:
+    hf_model = hf_modernbert(
+        vocab_size=256000,
+        hidden_size=384,
+        intermediate_size=1152,
+        num_hidden_layers=22,
+        num_attention_heads=6,
+        local_attention=128,
+        initializer_cutoff_factor=2.0,
+    )
+    model = from_hf(hf_model)
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(140.9e6, rel=1e-3)
+    for theta in (10000.0, 160000.0):
+        model.set_rope_theta(theta, theta)
+        hf_model.config.rope_parameters["full_attention"]["rope_theta"] = theta
+        hf_model.config.rope_parameters["sliding_attention"]["rope_theta"] = theta
+        hf_model.model.rotary_emb = type(hf_model.model.rotary_emb)(hf_model.config)
+        assert_same_mlm_outputs(hf_model, model, [140, 60])
+
+
+def test_round_trips_reproduce_every_tensor() -> None:
+    hf_model = hf_modernbert()
+    back = to_hf(from_hf(hf_model))
+    assert back.decoder.weight is back.model.embeddings.tok_embeddings.weight
+    for name, tensor in hf_model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], tensor), name
+    torch.manual_seed(3)
+    ours = MmBertForMaskedLM(config_from_hf_dict(hf_model.config.to_dict()))
+    again = from_hf(to_hf(ours))
+    assert again.decoder.weight is again.model.embeddings.tok_embeddings.weight
+    assert again.config == ours.config
+    for name, tensor in ours.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+
+
+def test_hf_config_dict_writes_every_mmbert_field() -> None:
+    cfg = MmBertConfig(
+        vocab_size=256000,
+        hidden_size=384,
+        num_attention_heads=6,
+        global_rope_theta=160000.0,
+        local_rope_theta=160000.0,
+    )
+    d = hf_config_dict(cfg)
+    expected = {
+        "model_type": "modernbert",
+        "architectures": ["ModernBertForMaskedLM"],
+        "pad_token_id": 0,
+        "eos_token_id": 1,
+        "sep_token_id": 1,
+        "cls_token_id": 1,
+        "bos_token_id": 2,
+        "mask_token_id": 4,
+        "global_attn_every_n_layers": 3,
+        "local_attention": 128,
+        "global_rope_theta": 160000.0,
+        "local_rope_theta": 160000.0,
+        "norm_eps": 1e-5,
+        "norm_bias": False,
+        "max_position_embeddings": 8192,
+        "classifier_pooling": "mean",
+        "tie_word_embeddings": True,
+    }
+    assert {k: d[k] for k in expected} == expected
+    assert d["layer_types"][:4] == [
+        "full_attention",
+        "sliding_attention",
+        "sliding_attention",
+        "full_attention",
+    ]
+    assert config_from_hf_dict(d) == cfg
+    parsed = ModernBertConfig.from_dict(d)
+    assert parsed.sliding_window == 64
+    assert parsed.rope_parameters["sliding_attention"]["rope_theta"] == 160000.0
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (dict(model_type="bert"), "model_type"),
+        (dict(norm_bias=True), "norm_bias"),
+        (dict(hidden_activation="silu"), "hidden_activation"),
+        (dict(tie_word_embeddings=False), "tie_word_embeddings"),
+        (dict(layer_types=["sliding_attention"] * 4), "layer_types"),
+        (dict(global_attn_every_n_layers=2), "global_attn_every_n_layers"),
+    ],
+)
+def test_config_from_hf_dict_rejects_unsupported(change: dict, field: str) -> None:
+    d = hf_config_dict(
+        MmBertConfig(
+            vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=2
+        )
+    )
+    with pytest.raises(ValueError, match=field):
+        config_from_hf_dict(d | change)
+
+
+def build_tokenizer_json(folder: Path, size: int) -> Path:
+    vocab = {
+        t: i for i, t in enumerate(SPECIAL_TOKENS + [f"w{i}" for i in range(size - len(SPECIAL_TOKENS))])
+    }
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return folder / "tokenizer.json"
+
+
+def saved_model(tmp_path: Path, tokenizer_size: int = 250) -> tuple[MmBertForMaskedLM, Path]:
+    model = from_hf(hf_modernbert())
+    folder = save_hf_folder(
+        model, tmp_path / "out", tokenizer=build_tokenizer_json(tmp_path / "tok", tokenizer_size)
+    )
+    return model, folder
+
+
+def test_save_and_load_round_trip_with_tokenizer(tmp_path: Path) -> None:
+    model, folder = saved_model(tmp_path)
+    assert "decoder.weight" not in load_file(folder / "model.safetensors")
+    loaded, tokenizer = load_hf_folder(folder)
+    assert loaded.config == model.config
+    assert loaded.decoder.weight is loaded.model.embeddings.tok_embeddings.weight
+    assert all(p.requires_grad for p in loaded.parameters())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    assert tokenizer is not None and len(tokenizer) == 250
+    assert (tokenizer.mask_token, tokenizer.pad_token_id, tokenizer.mask_token_id) == ("<mask>", 0, 4)
+    assert tokenizer("w1 w2 <mask>")["input_ids"][-1] == 4
+
+
+def test_saved_folder_loads_in_transformers_auto_classes(tmp_path: Path) -> None:
+    model, folder = saved_model(tmp_path)
+    hf_model = AutoModelForMaskedLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert isinstance(hf_model, ModernBertForMaskedLM)
+    assert hf_model.config.classifier_pooling == "mean"
+    assert hf_model.decoder.weight is hf_model.model.embeddings.tok_embeddings.weight
+    assert tokenizer.convert_tokens_to_ids("<mask>") == model.config.mask_token_id
+    assert_same_mlm_outputs(hf_model, model.eval(), [45, 20, 9])
+
+
+def test_tokenizer_can_be_a_folder_or_an_object(tmp_path: Path) -> None:
+    model, folder = saved_model(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    for spec, name in ((folder, "from_folder"), (tokenizer, "from_object")):
+        out = save_hf_folder(model, tmp_path / name, tokenizer=spec)
+        assert len(AutoTokenizer.from_pretrained(out)) == 250
+    assert not (save_hf_folder(model, tmp_path / "no_tok") / "tokenizer.json").exists()
+    assert load_hf_folder(tmp_path / "no_tok")[1] is None
+
+
+def test_tokenizer_longer_than_vocab_is_rejected(tmp_path: Path) -> None:
+    model = from_hf(hf_modernbert())
+    too_long = build_tokenizer_json(tmp_path / "tok", 301)
+    with pytest.raises(ValueError, match="vocab_size=300"):
+        save_hf_folder(model, tmp_path / "out", tokenizer=too_long)
+    assert not (tmp_path / "out").exists()
+    _, folder = saved_model(tmp_path)
+    build_tokenizer_json(folder, 301)  # replace the saved tokenizer.json
+    with pytest.raises(ValueError, match="vocab_size=300"):
+        load_hf_folder(folder)
+
+
+def _rewrite_weights(folder: Path, edit) -> None:
+    state = load_file(folder / "model.safetensors")
+    edit(state)
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.pop("model.layers.2.mlp.Wi.weight"), r"missing \['model.layers.2.mlp.Wi.weight'\]"),
+        (lambda s: s.update({"model.extra.weight": torch.zeros(2)}), r"unexpected \['model.extra.weight'\]"),
+        (
+            lambda s: s.update({"head.dense.weight": torch.zeros(32, 31)}),
+            r"head.dense.weight .* shape \(32, 31\)",
+        ),
+        (lambda s: s.update({"decoder.weight": torch.zeros(300, 32)}), "untied"),
+    ],
+)
+def test_bad_weights_are_rejected_by_name(tmp_path: Path, edit, message: str) -> None:
+    _, folder = saved_model(tmp_path)
+    _rewrite_weights(folder, edit)
+    with pytest.raises(ValueError, match=message):
+        load_hf_folder(folder)
+
+
+def test_wrong_model_type_in_folder_is_rejected(tmp_path: Path) -> None:
+    _, folder = saved_model(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"model_type": "xlm-roberta"}))
+    with pytest.raises(ValueError, match="model_type"):
+        load_hf_folder(folder)
+
+
+def test_sharded_safetensors_and_pytorch_bin_load(tmp_path: Path) -> None:
+    model, folder = saved_model(tmp_path)
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    names = sorted(state)
+    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    for shard, keys in shards.items():
+        save_file({k: state[k] for k in keys}, folder / shard, metadata={"format": "pt"})
+    weight_map = {k: shard for shard, keys in shards.items() for k in keys}
+    (folder / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
+    loaded, _ = load_hf_folder(folder)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model-00002-of-00002\.safetensors"):
+        load_hf_folder(folder)
+
+    for path in folder.glob("model*"):
+        path.unlink()
+    torch.save(model.state_dict(), folder / "pytorch_model.bin")
+    loaded, _ = load_hf_folder(folder)
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.safetensors"):
+        load_hf_folder(folder)
+
+
+def test_hub_name_resolves_through_the_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, folder = saved_model(tmp_path)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--jhu-clsp--mmBERT-small"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for path in folder.iterdir():
+        (snapshot / path.name).write_bytes(path.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    loaded, tokenizer = load_hf_folder("jhu-clsp/mmBERT-small")
+    assert tokenizer is not None
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="jhu-clsp/mmBERT-base"):
+        load_hf_folder("jhu-clsp/mmBERT-base")
+    with pytest.raises(FileNotFoundError, match="neither a local folder nor a hub name"):
+        load_hf_folder(tmp_path / "does" / "not" / "exist")
+    with pytest.raises(ValueError, match="revision"):
+        load_hf_folder(folder, revision="main")

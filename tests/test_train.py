@@ -1,0 +1,167 @@
+"""Training end to end on the tiny model and the sample corpus: outputs, exact resume, faults, chaining."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from mmbert.train import NonFiniteLossError
+from mmbert.train.run import build, run
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+def test_default_run_writes_every_output(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_fast("logger=default", output_dir=out)
+    trainer = run(cfg)
+    assert trainer.global_step == 6
+    ckpts = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("step-") for n in ckpts)
+    assert any(n.startswith("best-step-") for n in ckpts)
+    losses = _losses(out)
+    assert sorted(losses) == list(range(6)), "train/loss must be logged at every step"
+    assert all(math.isfinite(v) for v in losses.values())
+    header = next(csv.reader((out / "csv" / "metrics.csv").read_text().splitlines()))
+    assert {"val/loss", "val/acc", "train/lr", "train/mask_ratio"} <= set(header)
+    assert any(h.startswith("val/loss/") for h in header) and any(
+        h.startswith("data/tokens/") for h in header
+    )
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    mixture = json.loads((out / "mixture.json").read_text())
+    assert mixture["tau"] == cfg.phase.tau
+    realised = sum(e["realised_tokens"] for e in mixture["languages"].values())
+    assert realised == trainer.lightning_module.tokens_seen > 0
+    assert math.isclose(sum(e["weight"] for e in mixture["languages"].values()), 1.0, rel_tol=1e-9)
+
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    hf = AutoModelForMaskedLM.from_pretrained(out / "hf")
+    tok = AutoTokenizer.from_pretrained(out / "hf")
+    ids = tok(["Hello world, this is a test."], return_tensors="pt")
+    ours = trainer.lightning_module.net.eval()
+    with torch.no_grad():
+        theirs = hf(**ids).logits
+        mine = ours(input_ids=ids["input_ids"], attention_mask=ids["attention_mask"]).logits
+    torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_reproduces_the_uninterrupted_run(compose_fast, tmp_path, workers):
+    common = (
+        "trainer.max_steps=8",
+        "callbacks.model_checkpoint.every_n_train_steps=4",
+        "trainer.val_check_interval=4",
+        f"data.num_workers={workers}",
+    )
+    straight = tmp_path / "straight"
+    run(compose_fast(*common, output_dir=straight))
+    first = tmp_path / "first"
+    run(compose_fast(*common, "trainer.max_steps=4", output_dir=first))
+    resumed = tmp_path / "resumed"
+    trainer = run(
+        compose_fast(*common, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", output_dir=resumed)
+    )
+    assert trainer.global_step == 8
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(b) == [4, 5, 6, 7]
+    for step in b:
+        assert abs(a[step] - b[step]) <= 1e-4, (step, a[step], b[step])
+
+
+class _PoisonAt(L.Callback):
+    """Makes the model produce NaN from a given step on (a stand-in for a diverging run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.net.model.embeddings.norm.weight.fill_(float("nan"))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    # Validation (and its checkpoint) only after the poisoned step, so last.ckpt comes from step 2.
+    cfg = compose_fast(
+        "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.val_check_interval=6", output_dir=out
+    )
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.append(_PoisonAt(3))
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 3"):
+        trainer.fit(module, datamodule=datamodule)
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
+
+
+class _NaNLossOnce(L.Callback):
+    """Poisons the weights for the forward pass of one batch only, then puts them back."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+        self.saved: torch.Tensor | None = None
+        self.restored = False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and self.saved is None:
+            weight = pl_module.net.model.embeddings.norm.weight
+            self.saved = weight.detach().clone()
+            with torch.no_grad():
+                weight.fill_(float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.saved is not None and not self.restored:
+            self.restored = True
+            with torch.no_grad():
+                pl_module.net.model.embeddings.norm.weight.copy_(self.saved)
+
+
+def test_skip_mode_drops_the_bad_batch_and_continues(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_fast("module.on_nonfinite=skip", output_dir=out)
+    datamodule, module, trainer = build(cfg)
+    trainer.callbacks.append(_NaNLossOnce(2))
+    trainer.fit(module, datamodule=datamodule)
+    assert module.skipped_batches == 1
+    # max_steps counts optimizer steps: the skipped batch made none, so a seventh batch was drawn.
+    assert trainer.global_step == 6
+    losses = _losses(out)
+    assert all(math.isfinite(v) for v in losses.values())
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_phase_chaining_with_context_extension(compose_fast, tmp_path):
+    pre = tmp_path / "pretrain"
+    run(compose_fast("phase=pretrain", "data_mix.subset=pretrain", output_dir=pre))
+    mid = tmp_path / "midtrain"
+    start = pre / "checkpoints" / "last.ckpt"
+    cfg = compose_fast("phase=midtrain", "phase.seq_len=256", f"model.init_from={start}", output_dir=mid)
+    datamodule, module, trainer = build(cfg)
+    before = torch.load(start, map_location="cpu", weights_only=False)["state_dict"]
+    for name, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, before[name], msg=name)
+    assert module.net.config.global_rope_theta == 160_000.0 == module.net.config.local_rope_theta
+    trainer.fit(module, datamodule=datamodule)
+    hf_config = json.loads((mid / "hf" / "config.json").read_text())
+    assert hf_config["global_rope_theta"] == 160_000.0 and hf_config["local_rope_theta"] == 160_000.0
+    dec = tmp_path / "decay"
+    run(compose_fast("phase=decay", f"model.init_from={mid / 'hf'}", output_dir=dec))
+    assert (dec / "hf" / "model.safetensors").exists()
+
+
+def test_max_steps_never_changes_the_schedule(compose_fast, tmp_path):
+    short = compose_fast("phase=decay", "trainer.max_steps=2", output_dir=tmp_path / "a")
+    long = compose_fast("phase=decay", "trainer.max_steps=5", output_dir=tmp_path / "b")
+    assert short.lr_schedule == long.lr_schedule
+    assert short.lr_schedule.total_tokens == long.lr_schedule.total_tokens > 0
