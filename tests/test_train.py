@@ -165,3 +165,12 @@ def test_max_steps_never_changes_the_schedule(compose_fast, tmp_path):
     long = compose_fast("phase=decay", "trainer.max_steps=5", output_dir=tmp_path / "b")
     assert short.lr_schedule == long.lr_schedule
     assert short.lr_schedule.total_tokens == long.lr_schedule.total_tokens > 0
+
+
+def test_the_final_step_is_checkpointed_between_saves(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    run(compose_fast("trainer.max_steps=5", output_dir=out))  # saves every 3 steps
+    names = {p.name for p in (out / "checkpoints").iterdir()}
+    assert {"step-0000003.ckpt", "step-0000005.ckpt", "last.ckpt"} <= names
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 5

@@ -7,6 +7,7 @@ from mmbert.train.callbacks import (
     LRScheduleCallback,
     MaskRatioCallback,
     MixtureReportCallback,
+    StepCheckpoint,
     StopAtTokens,
     TokenCheckpoint,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "MixtureReportCallback",
     "NonFiniteLossError",
     "StableAdamW",
+    "StepCheckpoint",
     "StopAtTokens",
     "TokenCheckpoint",
     "adamw",

@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
@@ -219,6 +220,21 @@ class HFExportCallback(L.Callback):
 
         save_hf_folder(pl_module.net, self.output_dir, tokenizer=pl_module.hparams.tokenizer)
         log.info("Hugging Face export written to %s", self.output_dir)
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that also saves the final step when training ends between two saves.
+
+    A phase ends when its token budget is spent, rarely on a multiple of ``every_n_train_steps``; without
+    this the next phase (``model.init_from=.../last.ckpt``) would start from weights up to N steps old.
+    """
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
