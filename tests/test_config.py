@@ -109,6 +109,7 @@ def test_phases_set_the_recipe_values(tmp_path):
         ("global_batch_rows=7", "global_batch_rows"),
         ("model.init_from=/no/such/checkpoint.ckpt", "model.init_from"),
         ("token_scale=0", "token_scale"),
+        ("batch_warmup.min_rows=9", "batch_warmup.min_rows"),
     ],
 )
 def test_bad_values_fail_naming_the_key(override, key, tmp_path):

@@ -174,3 +174,14 @@ def test_the_final_step_is_checkpointed_between_saves(compose_fast, tmp_path):
     assert {"step-0000003.ckpt", "step-0000005.ckpt", "last.ckpt"} <= names
     last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 5
+
+
+def test_val_check_interval_counts_optimizer_steps_under_accumulation(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_fast(
+        "data.rows_per_step=4", "trainer.max_steps=4", "trainer.val_check_interval=2", output_dir=out
+    )
+    trainer = run(cfg)
+    assert trainer.accumulate_grad_batches == 2
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
+    assert [int(r["step"]) for r in rows if r.get("val/loss")] == [1, 3]

@@ -111,7 +111,8 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert target.exists(), "the run ended or stalled before its step-12 checkpoint"
     last = killed / "checkpoints" / "last.ckpt"
     step = _ckpt(last)["global_step"]
-    assert 12 <= step < 24, step
+    # last.ckpt is refreshed right after each step checkpoint: the kill may land in between.
+    assert 8 <= step < 24, step
 
     resumed = tmp_path / "resumed"
     _train(*common, f"ckpt_path={last}", f"hydra.run.dir={resumed}")

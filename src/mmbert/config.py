@@ -93,6 +93,12 @@ def validate(cfg: DictConfig) -> None:
     if cfg.token_scale <= 0:
         raise ConfigError(f"token_scale must be > 0, got {cfg.token_scale}")
     accumulation(cfg, world_size(cfg.trainer))
+    warmup = cfg.get("batch_warmup")
+    if warmup is not None and not 1 <= warmup.min_rows <= cfg.global_batch_rows:
+        raise ConfigError(
+            f"batch_warmup.min_rows={warmup.min_rows} (model.recipe.{phase.name}.batch_warmup_min_rows) must "
+            f"be in [1, global_batch_rows={cfg.global_batch_rows}]"
+        )
     init_from = cfg.model.init_from
     if init_from:
         local = Path(str(init_from)).expanduser()

@@ -44,12 +44,17 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     loggers = _instantiate_group(cfg.get("logger"))
     trainer_cfg = cfg.trainer
     accumulate = accumulation(cfg, world_size(trainer_cfg))
+    extra = {}
+    if isinstance(trainer_cfg.get("val_check_interval"), int):
+        # The config counts optimizer steps, like every other interval here; Lightning counts batches.
+        extra["val_check_interval"] = trainer_cfg.val_check_interval * accumulate
     trainer = hydra.utils.instantiate(
         trainer_cfg,
         callbacks=callbacks,
         logger=loggers or False,
         accumulate_grad_batches=accumulate,
         plugins=[AtomicCheckpointIO()],
+        **extra,
     )
     return datamodule, module, trainer
 

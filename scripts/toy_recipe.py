@@ -1,0 +1,288 @@
+"""The three-phase mmBERT recipe end to end at toy scale: the sample corpus, on CPU, in minutes.
+
+    python scripts/toy_recipe.py [--root outputs/toy_recipe] [hydra overrides for every train.py call ...]
+
+Runs `train.py experiment=toy` for pre-training, mid-training (context extension, from pre-training's final
+weights) and the three decay variants (one Hydra multirun, all from mid-training's final weights), then the
+two merges of the recipe: TIES of the decay variants over the mid-training weights (how mmBERT base was
+made) and an EMA of Decay-All's checkpoints (mmBERT small). Everything lands in one root, laid out as the
+notebooks expect: pretrain/, midtrain/, decay-{eng,cont,all}/ (each with csv/, checkpoints/, mixture.json
+and hf/) and merges/{ties,ema}/.
+
+Nothing is lost on interruption: rerun the same command. A stage whose Hugging Face output exists is skipped;
+one interrupted after a checkpoint resumes from its last.ckpt, its metrics logged so far kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mmbert.merge import open_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+DECAY_VARIANTS = ("decay-eng", "decay-cont", "decay-all")
+# mmBERT did not publish its TIES settings. Keeping half of each task vector is mergekit's usual density; the
+# three variants start from the same weights and mostly agree in sign, so a model this small gains nothing
+# from trimming harder and loses the smaller updates of its rarer languages.
+TIES_DENSITY = 0.5
+# The decay phase anneals the LR to 0.04x, so its latest checkpoints are its best: weights that halve every
+# two checkpoints back average out the noise of the last few without reaching back to the high-LR ones.
+EMA_HALF_LIFE = 2
+# The files an hf/ export writes: all of them present means the export finished.
+HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+# Metrics logged before an interruption, set aside while the run resumes (see keep_logged_metrics).
+SAVED_METRICS = "metrics.before-resume.csv"
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, returncode: int) -> None:
+        super().__init__(f"stage {stage} failed (exit code {returncode}); rerun the same command to resume")
+        self.returncode = returncode
+
+
+@dataclass
+class Stage:
+    name: str
+    status: str = "pending"
+    wall_s: float | None = None
+    shared_wall: bool = False  # timed together with other stages (the decay multirun)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--root", type=Path, default=Path("outputs/toy_recipe"), help="where all runs go")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every train.py call")
+    return parser.parse_args()
+
+
+def header(text: str) -> None:
+    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
+
+
+def exported(run_dir: Path) -> bool:
+    return all((run_dir / "hf" / name).is_file() for name in HF_FILES)
+
+
+def last_checkpoint(run_dir: Path) -> Path:
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # One intra-op thread: on a small or shared CPU, torch's threads waiting for each other at every op of
+    # a model this small made training over ten times slower.
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def call(stage: str, args: list[str]) -> None:
+    print("$", shlex.join(["python", *args]), flush=True)
+    result = subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(), check=False)
+    if result.returncode != 0:
+        raise StageFailed(stage, result.returncode)
+
+
+def read_rows(*paths: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in paths:
+        if path.is_file():
+            with path.open(newline="") as file:
+                rows.extend(csv.DictReader(file))
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=sorted({key for row in rows for key in row}), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def keep_logged_metrics(run_dir: Path, resume_step: int) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv when a run starts, resumed or not: set aside
+    the rows logged before the checkpoint (the resumed run logs the later ones again), to be put back in
+    front of the resumed run's rows. Rows set aside by an earlier resume that failed are kept too."""
+    saved, metrics = run_dir / "csv" / SAVED_METRICS, run_dir / "csv" / "metrics.csv"
+    kept = {}
+    for row in read_rows(saved, metrics):
+        if row.get("step") and int(float(row["step"])) < resume_step:
+            kept.setdefault(tuple(sorted((k, v) for k, v in row.items() if v)), row)
+    if kept:
+        write_rows(saved, list(kept.values()))
+
+
+def restore_logged_metrics(run_dir: Path) -> None:
+    saved, metrics = run_dir / "csv" / SAVED_METRICS, run_dir / "csv" / "metrics.csv"
+    if saved.is_file():
+        write_rows(metrics, read_rows(saved, metrics))
+        saved.unlink()
+
+
+def train(stage: Stage, overrides: list[str], extra: list[str], run_dir: Path) -> None:
+    """One train.py run into run_dir, resumed from its last checkpoint if it has one."""
+    last = last_checkpoint(run_dir)
+    resume = last.is_file()
+    if resume:
+        step = int(torch.load(last, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        keep_logged_metrics(run_dir, step)
+        overrides = [*overrides, f"ckpt_path={last}"]
+    start = time.monotonic()
+    call(stage.name, ["train.py", *overrides, f"hydra.run.dir={run_dir}", *extra])
+    restore_logged_metrics(run_dir)
+    stage.status, stage.wall_s = ("resumed" if resume else "ran"), time.monotonic() - start
+
+
+def skip_if_exported(stage: Stage, run_dir: Path) -> bool:
+    if exported(run_dir):
+        stage.status = "skipped"
+        print(f"{run_dir / 'hf'} exists: skipped", flush=True)
+    return stage.status == "skipped"
+
+
+def run_phase(stage: Stage, root: Path, overrides: list[str], extra: list[str]) -> None:
+    run_dir = root / stage.name
+    header(f"{stage.name}: {run_dir}")
+    if not skip_if_exported(stage, run_dir):
+        train(stage, ["experiment=toy", *overrides], extra, run_dir)
+
+
+def run_decays(stages: list[Stage], root: Path, extra: list[str]) -> None:
+    """The decay variants branch off the same mid-training weights: the fresh ones run as one multirun, one
+    interrupted mid-way resumes on its own (from its own checkpoint)."""
+    overrides = ["experiment=toy", "phase=decay", f"model.init_from={root / 'midtrain' / 'hf'}"]
+    header(f"decay variants: {', '.join(str(root / s.name) for s in stages)}")
+    fresh = []
+    for stage in stages:
+        run_dir = root / stage.name
+        if skip_if_exported(stage, run_dir):
+            continue
+        if last_checkpoint(run_dir).is_file():
+            train(stage, [*overrides, f"data_mix.subset={stage.name}"], extra, run_dir)
+        else:
+            fresh.append(stage)
+    if not fresh:
+        return
+    sweep = [
+        "-m",
+        *overrides,
+        f"data_mix.subset={','.join(s.name for s in fresh)}",
+        f"hydra.sweep.dir={root}",
+        # Resolved per job: each variant's folder is named after its mixture (decay-eng, ...).
+        "hydra.sweep.subdir=${data_mix.subset}",
+    ]
+    start = time.monotonic()
+    try:
+        call("decay", ["train.py", *sweep, *extra])
+    except StageFailed as err:
+        # Hydra runs every job of the sweep before it fails: name the variants that did not finish.
+        unfinished = ", ".join(s.name for s in fresh if not exported(root / s.name))
+        raise StageFailed(unfinished or "decay", err.returncode) from err
+    for stage in fresh:
+        stage.status, stage.wall_s, stage.shared_wall = "ran", time.monotonic() - start, len(fresh) > 1
+
+
+def same_weights(checkpoint: Path, hf_folder: Path) -> bool:
+    """Whether a Lightning checkpoint holds an HF export's weights (the export leaves out the tied decoder)."""
+    ckpt, hf = open_checkpoint(checkpoint), open_checkpoint(hf_folder)
+    try:
+        return all(
+            name in ckpt.tensors and torch.equal(ckpt.read(name), hf.read(name)) for name in hf.tensors
+        )
+    finally:
+        ckpt.close()
+        hf.close()
+
+
+def ties_args(root: Path) -> list[str]:
+    variants = ",".join(str(root / name / "hf") for name in DECAY_VARIANTS)
+    base = root / "midtrain" / "hf"
+    return ["method=ties", f"base={base}", f"models=[{variants}]", f"density={TIES_DENSITY}"]
+
+
+def ema_args(root: Path) -> list[str]:
+    """Decay-All's step checkpoints oldest first, then its final weights unless the last of them holds them
+    (a phase ends on its token budget, mostly between two checkpoints; last.ckpt is only the latest one)."""
+    run_dir = root / "decay-all"
+    models = sorted(run_dir.glob("checkpoints/step-*.ckpt"), key=lambda p: int(p.stem.removeprefix("step-")))
+    if not models or not same_weights(models[-1], run_dir / "hf"):
+        models.append(run_dir / "hf")
+    return ["method=ema", f"models=[{','.join(map(str, models))}]", f"half_life={EMA_HALF_LIFE}"]
+
+
+def run_merge(stage: Stage, root: Path, merge_args: Callable[[Path], list[str]]) -> None:
+    output = root / stage.name
+    header(f"{stage.name}: {output}")
+    if output.is_dir():  # merge.py renames a finished merge into place: the folder is a complete one
+        stage.status = "skipped"
+        print(f"{output} exists: skipped", flush=True)
+        return
+    start = time.monotonic()
+    call(stage.name, ["merge.py", *merge_args(root), f"output_dir={output}"])
+    stage.status, stage.wall_s = "ran", time.monotonic() - start
+
+
+def final_metrics(run_dir: Path) -> tuple[str, str, str]:
+    """Steps, tokens and the last val/loss of a run, as logged in csv/metrics.csv ("-" for a merge)."""
+    rows = read_rows(run_dir / "csv" / "metrics.csv")
+    if not rows:
+        return "-", "-", "-"
+    steps = max(int(float(row["step"])) for row in rows if row.get("step")) + 1  # logged steps count from 0
+    tokens = max(float(row["train/tokens"]) for row in rows if row.get("train/tokens"))
+    val_loss = [float(row["val/loss"]) for row in rows if row.get("val/loss")]
+    return f"{steps:,}", f"{tokens:,.0f}", f"{val_loss[-1]:.3f}" if val_loss else "-"
+
+
+def summary(stages: list[Stage], root: Path, total_s: float) -> None:
+    header(f"summary: {root}")
+    print(f"{'stage':<12} {'status':<8} {'steps':>7} {'tokens':>11} {'val/loss':>9} {'wall':>8}")
+    for stage in stages:
+        steps, tokens, val_loss = final_metrics(root / stage.name)
+        wall = "-" if stage.wall_s is None else f"{stage.wall_s:.0f}s" + ("*" if stage.shared_wall else "")
+        print(f"{stage.name:<12} {stage.status:<8} {steps:>7} {tokens:>11} {val_loss:>9} {wall:>8}")
+    print(f"{'total':<51} {total_s:>7.0f}s")
+    if any(stage.shared_wall for stage in stages):
+        print("* one multirun for these decay variants: its wall time, shared")
+    print("val/loss: each phase validates on its own languages and row length (notebook 02 compares all)")
+
+
+def main() -> int:
+    args = parse_args()
+    root = args.root.resolve()  # the commands run from the repository root, not from the caller's folder
+    start = time.monotonic()
+    pretrain, midtrain = Stage("pretrain"), Stage("midtrain")
+    decays = [Stage(name) for name in DECAY_VARIANTS]
+    ties, ema = Stage("merges/ties"), Stage("merges/ema")
+    try:
+        run_phase(pretrain, root, ["phase=pretrain"], args.overrides)
+        # From the exported final weights: last.ckpt may be up to a checkpoint interval older.
+        run_phase(
+            midtrain, root, ["phase=midtrain", f"model.init_from={root / 'pretrain' / 'hf'}"], args.overrides
+        )
+        run_decays(decays, root, args.overrides)
+        run_merge(ties, root, ties_args)
+        run_merge(ema, root, ema_args)
+    except StageFailed as err:
+        print(f"\ntoy_recipe: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ntoy_recipe: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    summary([pretrain, midtrain, *decays, ties, ema], root, time.monotonic() - start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
