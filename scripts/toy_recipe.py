@@ -2,8 +2,8 @@
 
     python scripts/toy_recipe.py [--root outputs/toy_recipe] [hydra overrides for every train.py call ...]
 
-Runs `train.py experiment=toy` for pre-training, mid-training (context extension, from pre-training's final
-weights) and the three decay variants (one Hydra multirun, all from mid-training's final weights), then the
+Runs `train.py experiment=toy` for pre-training, mid-training (context extension, from pre-training's last
+checkpoint) and the three decay variants (one Hydra multirun, all from mid-training's last checkpoint), then the
 two merges of the recipe: TIES of the decay variants over the mid-training weights (how mmBERT base was
 made) and an EMA of Decay-All's checkpoints (mmBERT small). Everything lands in one root, laid out as the
 notebooks expect: pretrain/, midtrain/, decay-{eng,cont,all}/ (each with csv/, checkpoints/, mixture.json
@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from mmbert.merge import open_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DECAY_VARIANTS = ("decay-eng", "decay-cont", "decay-all")
@@ -160,9 +158,9 @@ def run_phase(stage: Stage, root: Path, overrides: list[str], extra: list[str]) 
 
 
 def run_decays(stages: list[Stage], root: Path, extra: list[str]) -> None:
-    """The decay variants branch off the same mid-training weights: the fresh ones run as one multirun, one
+    """The decay variants branch off the same mid-training checkpoint: the fresh ones run as one multirun, one
     interrupted mid-way resumes on its own (from its own checkpoint)."""
-    overrides = ["experiment=toy", "phase=decay", f"model.init_from={root / 'midtrain' / 'hf'}"]
+    overrides = ["experiment=toy", "phase=decay", f"model.init_from={last_checkpoint(root / 'midtrain')}"]
     header(f"decay variants: {', '.join(str(root / s.name) for s in stages)}")
     fresh = []
     for stage in stages:
@@ -194,18 +192,6 @@ def run_decays(stages: list[Stage], root: Path, extra: list[str]) -> None:
         stage.status, stage.wall_s, stage.shared_wall = "ran", time.monotonic() - start, len(fresh) > 1
 
 
-def same_weights(checkpoint: Path, hf_folder: Path) -> bool:
-    """Whether a Lightning checkpoint holds an HF export's weights (the export leaves out the tied decoder)."""
-    ckpt, hf = open_checkpoint(checkpoint), open_checkpoint(hf_folder)
-    try:
-        return all(
-            name in ckpt.tensors and torch.equal(ckpt.read(name), hf.read(name)) for name in hf.tensors
-        )
-    finally:
-        ckpt.close()
-        hf.close()
-
-
 def ties_args(root: Path) -> list[str]:
     variants = ",".join(str(root / name / "hf") for name in DECAY_VARIANTS)
     base = root / "midtrain" / "hf"
@@ -213,12 +199,9 @@ def ties_args(root: Path) -> list[str]:
 
 
 def ema_args(root: Path) -> list[str]:
-    """Decay-All's step checkpoints oldest first, then its final weights unless the last of them holds them
-    (a phase ends on its token budget, mostly between two checkpoints; last.ckpt is only the latest one)."""
-    run_dir = root / "decay-all"
-    models = sorted(run_dir.glob("checkpoints/step-*.ckpt"), key=lambda p: int(p.stem.removeprefix("step-")))
-    if not models or not same_weights(models[-1], run_dir / "hf"):
-        models.append(run_dir / "hf")
+    """Decay-All's step checkpoints, oldest first; the last is its final step (always saved)."""
+    steps = (root / "decay-all" / "checkpoints").glob("step-*.ckpt")
+    models = sorted(steps, key=lambda p: int(p.stem.removeprefix("step-")))
     return ["method=ema", f"models=[{','.join(map(str, models))}]", f"half_life={EMA_HALF_LIFE}"]
 
 
@@ -267,10 +250,8 @@ def main() -> int:
     ties, ema = Stage("merges/ties"), Stage("merges/ema")
     try:
         run_phase(pretrain, root, ["phase=pretrain"], args.overrides)
-        # From the exported final weights: last.ckpt may be up to a checkpoint interval older.
-        run_phase(
-            midtrain, root, ["phase=midtrain", f"model.init_from={root / 'pretrain' / 'hf'}"], args.overrides
-        )
+        init = f"model.init_from={last_checkpoint(root / 'pretrain')}"
+        run_phase(midtrain, root, ["phase=midtrain", init], args.overrides)
         run_decays(decays, root, args.overrides)
         run_merge(ties, root, ties_args)
         run_merge(ema, root, ema_args)

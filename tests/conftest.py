@@ -56,3 +56,28 @@ def compose_fast(tmp_path):
         return compose_train([*FAST, *overrides], output_dir=output_dir or tmp_path / "run")
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def toy_recipe_root(tmp_path_factory) -> Path:
+    """A recipe root written by scripts/toy_recipe.py (minutes on a CPU), for the slow tests and notebooks.
+
+    With MMBERT_TOY_RECIPE_ROOT set, the driver runs into that folder instead: a no-op when it is complete,
+    so a root kept from an earlier session makes these tests fast.
+    """
+    import subprocess
+    import sys
+
+    given = os.environ.get("MMBERT_TOY_RECIPE_ROOT")
+    root = Path(given).resolve() if given else tmp_path_factory.mktemp("toy_recipe") / "root"
+    log = tmp_path_factory.mktemp("toy_recipe_log") / "toy_recipe.log"
+    command = [sys.executable, str(REPO / "scripts" / "toy_recipe.py"), "--root", str(root)]
+    with log.open("w") as out:
+        # No progress bars: they would fill the log with carriage returns.
+        proc = subprocess.run(
+            [*command, "trainer.enable_progress_bar=false"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    assert proc.returncode == 0, (
+        f"scripts/toy_recipe.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
+    )
+    return root

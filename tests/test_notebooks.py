@@ -1,13 +1,11 @@
 """The analysis notebooks: committed without outputs, and each runs top to bottom on a recipe root.
 
-The execution tests (slow) use the recipe root in ``MMBERT_TOY_RECIPE_ROOT`` (with the corpus in
-``MMBERT_CORPUS``, default ``data/sample``) or else a synthetic one built in tmp by
-:mod:`mmbert.analysis.synthetic` (untrained tiny models, logs and mixtures in the real formats).
+The execution tests (slow) run on the real output of scripts/toy_recipe.py on the sample corpus: the
+``toy_recipe_root`` fixture (conftest.py) writes it once per session, or reuses ``MMBERT_TOY_RECIPE_ROOT``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -50,15 +48,9 @@ def test_notebook_takes_the_run_root_as_parameter(path):
 
 
 @pytest.fixture(scope="session")
-def recipe_env(tmp_path_factory) -> dict[str, str]:
-    """Environment for the notebook kernels: where the recipe root and its corpus are."""
-    root = os.environ.get("MMBERT_TOY_RECIPE_ROOT")
-    if root:
-        return {"MMBERT_RUN_ROOT": root, "MMBERT_CORPUS": os.environ.get("MMBERT_CORPUS", "data/sample")}
-    from mmbert.analysis.synthetic import write_synthetic_recipe
-
-    corpus, synthetic_root = write_synthetic_recipe(tmp_path_factory.mktemp("synthetic_recipe"))
-    return {"MMBERT_RUN_ROOT": str(synthetic_root), "MMBERT_CORPUS": str(corpus)}
+def recipe_env(toy_recipe_root) -> dict[str, str]:
+    """Environment for the notebook kernels: where the recipe root and the corpus it was trained on are."""
+    return {"MMBERT_RUN_ROOT": str(toy_recipe_root), "MMBERT_CORPUS": str(REPO / "data" / "sample")}
 
 
 @pytest.mark.slow

@@ -21,11 +21,14 @@ TRAIN = [sys.executable, str(REPO / "train.py")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def _train(*overrides: str, multirun: bool = False, timeout: int = 600) -> subprocess.CompletedProcess:
+def _train(
+    cwd: Path, *overrides: str, multirun: bool = False, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Runs train.py from `cwd`, outside the repository, as a user would from their own folder."""
     flags = ["-m"] if multirun else []  # Hydra's flags go before the overrides
     proc = subprocess.run(
         [*TRAIN, *flags, *FAST, *overrides],
-        cwd=REPO,
+        cwd=cwd,
         env=ENV,
         capture_output=True,
         text=True,
@@ -48,6 +51,7 @@ def _ckpt(path: Path) -> dict:
 def test_multirun_sweeps_phases_into_one_folder_each(tmp_path):
     sweep = tmp_path / "sweep"
     _train(
+        tmp_path,
         "phase=pretrain,decay",
         "trainer.max_steps=2",
         f"hydra.sweep.dir={sweep}",
@@ -58,6 +62,7 @@ def test_multirun_sweeps_phases_into_one_folder_each(tmp_path):
         hf_config = json.loads((sweep / phase / "hf" / "config.json").read_text())
         assert hf_config["global_rope_theta"] == theta
         assert (sweep / phase / "checkpoints" / "last.ckpt").is_file()
+        assert (sweep / phase / "hf" / "tokenizer.json").is_file()  # found from outside the repository
         assert len(_losses(sweep / phase)) == 2
 
 
@@ -65,7 +70,7 @@ def test_multirun_sweeps_phases_into_one_folder_each(tmp_path):
 def test_two_ddp_processes_count_every_rank_and_resume(tmp_path):
     first = tmp_path / "first"
     common = ("trainer=ddp_cpu", "data.rows_per_step=4", "logger=csv")
-    _train(*common, "trainer.max_steps=4", f"hydra.run.dir={first}")
+    _train(tmp_path, *common, "trainer.max_steps=4", f"hydra.run.dir={first}")
     ckpt = _ckpt(first / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
     mixture = json.loads((first / "mixture.json").read_text())
@@ -77,7 +82,7 @@ def test_two_ddp_processes_count_every_rank_and_resume(tmp_path):
         "the data position of each rank travels in the checkpoint"
     )
     resumed = tmp_path / "resumed"
-    _train(*common, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}")
+    _train(tmp_path, *common, f"ckpt_path={first / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}")
     end = _ckpt(resumed / "checkpoints" / "last.ckpt")
     assert end["global_step"] == 6
     assert end["tokens_seen"] > ckpt["tokens_seen"]
@@ -92,12 +97,12 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(tmp_path):
         "trainer.val_check_interval=8",
     )
     straight = tmp_path / "straight"
-    _train(*common, f"hydra.run.dir={straight}")
+    _train(tmp_path, *common, f"hydra.run.dir={straight}")
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(
         [*TRAIN, *FAST, *common, f"hydra.run.dir={killed}"],
-        cwd=REPO,
+        cwd=tmp_path,
         env=ENV,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -115,7 +120,7 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert 8 <= step < 24, step
 
     resumed = tmp_path / "resumed"
-    _train(*common, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+    _train(tmp_path, *common, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
     a, b = _losses(straight), _losses(resumed)
     assert sorted(b) == list(range(step, 24))
     for s in b:

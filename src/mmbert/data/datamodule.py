@@ -36,6 +36,7 @@ from mmbert.data.errors import DataError
 from mmbert.data.masking import Masker, special_ids_table
 from mmbert.data.mix import MixSpec
 from mmbert.data.mixing import check_tau, temperature_weights
+from mmbert.data.paths import resolve_tokenizer
 from mmbert.data.pipeline import PackedRowDataset, PipelineConfig, _identity
 from mmbert.data.sources import Source
 from mmbert.data.tokenizer import load_tokenizer
@@ -147,7 +148,8 @@ class MLMDataModule(L.LightningDataModule):
             raise DataError("block_size, snapshot_every and prefetch_factor must be >= 1")
         self.mix = mix
         self.seq_len, self.max_rows_per_step, self.tau = seq_len, rows_per_step, float(tau)
-        self.tokenizer_name = tokenizer or mix.tokenizer
+        # Absolute (or a hub name), so checkpoints and the HF export find it from any working directory.
+        self.tokenizer_name = resolve_tokenizer(tokenizer or mix.tokenizer)
         self.num_workers, self.seed = num_workers, seed
         self.val_docs_per_lang = val_docs_per_lang
         self.val_mask_ratio = _check_ratio("val_mask_ratio", val_mask_ratio)

@@ -20,9 +20,12 @@ def repo_root() -> Path:
 
 
 def resolve_path(path: str | os.PathLike[str]) -> Path:
-    """Absolute form of a data path; relative paths are taken from the repository root."""
+    """Absolute form of a data path. A relative path is taken from the working directory when it exists
+    there, else from the repository root (where the shipped defaults such as data/sample live)."""
     p = Path(path).expanduser()
-    return p if p.is_absolute() else repo_root() / p
+    if p.is_absolute():
+        return p
+    return p.resolve() if p.exists() else repo_root() / p
 
 
 def resolve_tokenizer(name: str) -> str:
