@@ -45,7 +45,7 @@ def test_ties_merge_of_three_trained_runs_loads_and_trains(compose_fast, tmp_pat
     )
     record = json.loads((merged / "merge.json").read_text())
     assert record["method"] == "ties" and len(record["models"]) == 3
-    assert [m["format"] for m in record["models"]][0] != record["models"][1]["format"]
+    assert record["models"][0]["format"] != record["models"][1]["format"]
 
     weights = load_file(merged / "model.safetensors")
     name = "model.layers.1.mlp.Wi.weight"
