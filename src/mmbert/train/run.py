@@ -44,6 +44,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     loggers = _instantiate_group(cfg.get("logger"))
     trainer_cfg = cfg.trainer
     accumulate = accumulation(cfg, world_size(trainer_cfg))
+    _log_plan(cfg, accumulate, world_size(trainer_cfg))
     extra = {}
     if isinstance(trainer_cfg.get("val_check_interval"), int):
         # The config counts optimizer steps, like every other interval here; Lightning counts batches.
@@ -57,6 +58,19 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         **extra,
     )
     return datamodule, module, trainer
+
+
+def _log_plan(cfg: DictConfig, accumulate: int, world: int) -> None:
+    """One line a researcher can check before waiting for the first step: batch shape and phase length."""
+    seq_len, rows = int(cfg.data.seq_len), int(cfg.data.rows_per_step)
+    step_tokens = cfg.global_batch_rows * seq_len
+    budget = int(cfg.lr_schedule.total_tokens)
+    log.info(
+        "phase=%s: %d rows x %d tokens per micro-batch, x %d accumulation x %d device(s) = %d rows "
+        "(%s tokens) per optimizer step; token budget %s (~%d steps)",
+        cfg.phase.name, rows, seq_len, accumulate, world, cfg.global_batch_rows,
+        f"{step_tokens:,}", f"{budget:,}", -(-budget // step_tokens),
+    )  # fmt: skip
 
 
 def run(cfg: DictConfig) -> L.Trainer:
