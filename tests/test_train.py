@@ -185,3 +185,17 @@ def test_val_check_interval_counts_optimizer_steps_under_accumulation(compose_fa
     assert trainer.accumulate_grad_batches == 2
     rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
     assert [int(r["step"]) for r in rows if r.get("val/loss")] == [1, 3]
+
+
+def test_resuming_into_the_same_folder_keeps_the_earlier_metrics(compose_fast, tmp_path):
+    common = ("trainer.max_steps=6", "callbacks.model_checkpoint.every_n_train_steps=3")
+    straight = tmp_path / "straight"
+    run(compose_fast(*common, output_dir=straight))
+    out = tmp_path / "run"
+    run(compose_fast(*common, "trainer.max_steps=3", output_dir=out))
+    run(compose_fast(*common, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", output_dir=out))
+    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
+    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert train_steps == list(range(6)), "each step logged once, the first attempt's rows kept"
+    a, b = _losses(straight), _losses(out)
+    assert all(abs(a[s] - b[s]) <= 1e-4 for s in range(6))
