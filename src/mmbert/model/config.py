@@ -79,14 +79,7 @@ class MmBertConfig:
             "initializer_range",
             "initializer_cutoff_factor",
         ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+            require_positive(name, getattr(self, name))
         for name in ("embedding_dropout", "attention_dropout", "mlp_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
@@ -136,6 +129,16 @@ class MmBertConfig:
                 raise ValueError(f"unknown MmBertConfig fields: {unknown}")
             return cls(**{k: v for k, v in config.items() if k != "_target_"})
         raise TypeError(f"expected an MmBertConfig or a mapping of its fields, got {type(config).__name__}")
+
+
+def require_positive(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
 
 
 def _require_int(name: str, value: object, *, minimum: int) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from mmbert.model.attention import SdpaLayout, select_attn_backend
-from mmbert.model.config import MmBertConfig
+from mmbert.model.config import MmBertConfig, require_positive
 from mmbert.model.layers import MmBertEmbeddings, MmBertEncoderLayer, MmBertPredictionHead, PackedBatch
 from mmbert.model.loss import IGNORE_INDEX, linear_cross_entropy
 from mmbert.model.padding import Unpadded, unpad
@@ -156,14 +156,8 @@ class MmBertForMaskedLM(nn.Module):
 
     def set_rope_theta(self, global_theta: float, local_theta: float) -> None:
         """Context extension: change RoPE bases (the cos/sin tables are computed per forward from the config)."""
-        for name, value in (("global_rope_theta", global_theta), ("local_rope_theta", local_theta)):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value <= 0
-            ):
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        require_positive("global_rope_theta", global_theta)
+        require_positive("local_rope_theta", local_theta)
         self.config.global_rope_theta = float(global_theta)
         self.config.local_rope_theta = float(local_theta)
 
