@@ -199,3 +199,14 @@ def test_resuming_into_the_same_folder_keeps_the_earlier_metrics(compose_fast, t
     assert train_steps == list(range(6)), "each step logged once, the first attempt's rows kept"
     a, b = _losses(straight), _losses(out)
     assert all(abs(a[s] - b[s]) <= 1e-4 for s in range(6))
+
+
+def test_a_micro_batch_too_large_for_the_cpu_fails_before_training(compose_fast, tmp_path, monkeypatch):
+    import mmbert.train.run as run_module
+    from mmbert.config import ConfigError
+
+    monkeypatch.setattr(run_module, "available_memory_bytes", lambda: 16 * 2**30)
+    cfg = compose_fast("model=small", "phase=decay", "phase.seq_len=8192", "trainer.accelerator=cpu")
+    with pytest.raises(ConfigError, match=r"data\.rows_per_step=8 x phase\.seq_len=8192 needs about 68 GiB"):
+        build(cfg)
+    build(compose_fast("trainer.accelerator=cpu"))  # the tiny default fits
