@@ -210,3 +210,31 @@ def test_a_micro_batch_too_large_for_the_cpu_fails_before_training(compose_fast,
     with pytest.raises(ConfigError, match=r"data\.rows_per_step=8 x phase\.seq_len=8192 needs about 68 GiB"):
         build(cfg)
     build(compose_fast("trainer.accelerator=cpu"))  # the tiny default fits
+
+
+class _DieInValidationAt(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if trainer.global_step == self.step and not trainer.sanity_checking:
+            raise RuntimeError("killed during validation")
+
+
+def test_a_run_killed_during_validation_repeats_it_on_resume(compose_fast, tmp_path):
+    straight = tmp_path / "straight"
+    run(compose_fast(output_dir=straight))  # validation and checkpoints every 3 steps
+    out = tmp_path / "run"
+    datamodule, module, trainer = build(compose_fast(output_dir=out))
+    trainer.callbacks.append(_DieInValidationAt(6))
+    with pytest.raises(RuntimeError, match="killed during validation"):
+        trainer.fit(module, datamodule=datamodule)
+    names = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "step-0000003.ckpt" in names and "step-0000006.ckpt" not in names  # saved after validation only
+    run(compose_fast(f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", output_dir=out))
+
+    def val_steps(run_dir):
+        rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
+        return [int(r["step"]) for r in rows if r.get("val/loss")]
+
+    assert val_steps(out) == val_steps(straight) == [2, 5]

@@ -223,11 +223,23 @@ class HFExportCallback(L.Callback):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that also saves the final step when training ends between two saves.
+    """``ModelCheckpoint`` every N steps that also saves the final step, and saves after a validation due on
+    the same step.
 
     A phase ends when its token budget is spent, rarely on a multiple of ``every_n_train_steps``; without
-    this the next phase (``model.init_from=.../last.ckpt``) would start from weights up to N steps old.
+    the final save the next phase (``model.init_from=.../last.ckpt``) would start from weights up to N steps
+    old. Saving after the validation of that step means a run killed during it repeats it on resume.
     """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._is_save_step(trainer) and _validation_follows(trainer):
+            self._defer_save_until_validation = True  # ModelCheckpoint.on_validation_end saves then
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def _is_save_step(self, trainer) -> bool:
+        n = self._every_n_train_steps
+        return n >= 1 and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not self._should_skip_saving_checkpoint(trainer):
@@ -235,6 +247,14 @@ class StepCheckpoint(ModelCheckpoint):
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)
+
+
+def _validation_follows(trainer) -> bool:
+    """Whether Lightning runs validation right after the current training batch (batch-count intervals)."""
+    every = trainer.val_check_batch
+    if not trainer.enable_validation or not isinstance(every, int):
+        return False
+    return (trainer.fit_loop.epoch_loop.total_batch_idx + 1) % every == 0
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
