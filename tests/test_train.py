@@ -238,3 +238,28 @@ def test_a_run_killed_during_validation_repeats_it_on_resume(compose_fast, tmp_p
         return [int(r["step"]) for r in rows if r.get("val/loss")]
 
     assert val_steps(out) == val_steps(straight) == [2, 5]
+
+
+def test_starting_weights_with_another_tokenizer_are_refused(compose_fast, tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmbert.config import ConfigError
+    from mmbert.hf import save_hf_folder
+    from mmbert.model import MmBertForMaskedLM
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    backend = Tokenizer(
+        models.WordLevel({t: i for i, t in enumerate([*specials, "hello", "world"])}, "<unk>")
+    )
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    other = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="<eos>", bos_token="<bos>", unk_token="<unk>",
+        mask_token="<mask>",
+    )  # fmt: skip
+    cfg = compose_fast(output_dir=tmp_path / "run")
+    foreign = save_hf_folder(MmBertForMaskedLM(cfg.model.config), tmp_path / "foreign", tokenizer=other)
+    with pytest.raises(ConfigError, match=r"model\.init_from=.*foreign was trained with the tokenizer"):
+        build(compose_fast(f"model.init_from={foreign}"))
+    ours = save_hf_folder(MmBertForMaskedLM(cfg.model.config), tmp_path / "ours", tokenizer="data/tokenizer")
+    build(compose_fast(f"model.init_from={ours}"))  # the same tokenizer: accepted

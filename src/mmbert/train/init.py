@@ -67,3 +67,16 @@ def load_initial_weights(net: nn.Module, source: str) -> dict | None:
     model, _ = load_hf_folder(source)
     load_weights_strict(net, model.state_dict(), source)
     return None
+
+
+def init_tokenizer_source(source: str) -> str | None:
+    """Where the tokenizer the ``model.init_from`` weights were trained with lives (a folder or hub name),
+    or None when the source does not say."""
+    if is_lightning_checkpoint(source):
+        return load_lightning_checkpoint(source).get("mmbert_tokenizer")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        from mmbert.hf import TOKENIZER_FILES
+
+        return str(path) if any((path / name).is_file() for name in TOKENIZER_FILES) else None
+    return source  # a hub name: its repository holds the tokenizer

@@ -12,7 +12,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mmbert.config import ConfigError, accumulation, check_vocab, validate, world_size
+from mmbert.data import DataError, load_tokenizer
 from mmbert.train.callbacks import AtomicCheckpointIO
+from mmbert.train.init import init_tokenizer_source
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,25 @@ def check_cpu_memory(cfg: DictConfig) -> None:
         )
 
 
+def check_init_tokenizer(init_from: str, tokenizer, tokenizer_name: str) -> None:
+    """Starting weights only make sense with the tokenizer they were trained with: token ids would otherwise
+    mean other tokens (e.g. mmBERT's Gemma 2 weights fed ids of the sample corpus tokenizer)."""
+    source = init_tokenizer_source(init_from)
+    if source is None:
+        return
+    try:
+        theirs = load_tokenizer(source)
+    except DataError as e:
+        log.warning("could not load the tokenizer of model.init_from=%s to compare it: %s", init_from, e)
+        return
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        raise ConfigError(
+            f"model.init_from={init_from} was trained with the tokenizer {source}, but the data uses "
+            f"{tokenizer_name} (data_mix.tokenizer): token ids would mean other tokens. Use a data_mix with "
+            f"that tokenizer (e.g. data_mix.tokenizer={source})"
+        )
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     validate(cfg)
     check_cpu_memory(cfg)
@@ -68,6 +89,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     )
     tokenizer = datamodule.tokenizer
     check_vocab(cfg.model.config.vocab_size, len(tokenizer), datamodule.tokenizer_name)
+    if cfg.model.init_from:
+        check_init_tokenizer(str(cfg.model.init_from), tokenizer, datamodule.tokenizer_name)
 
     model_config = hydra.utils.instantiate(cfg.model.config)
     module = hydra.utils.instantiate(
