@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import hydra
@@ -134,7 +135,15 @@ def _log_plan(cfg: DictConfig, accumulate: int, world: int) -> None:
     )  # fmt: skip
 
 
+def _quiet_known_warnings() -> None:
+    # Validation batches are a fixed, sized IterableDataset read in the main process: Lightning's warning
+    # about __len__ with several workers does not apply. LeafSpec: Lightning's own use of a torch API.
+    warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
 def run(cfg: DictConfig) -> L.Trainer:
+    _quiet_known_warnings()
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
