@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
@@ -81,3 +82,9 @@ def toy_recipe_root(tmp_path_factory) -> Path:
         f"scripts/toy_recipe.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
     )
     return root
+
+
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every row of the run's csv/metrics.csv that has `key`, in file order (repeats kept)."""
+    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]

@@ -10,14 +10,14 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import logged
 
 from mmbert.train import NonFiniteLossError
 from mmbert.train.run import build, run
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
-    rows = list(csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines()))
-    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    return dict(logged(run_dir, "train/loss"))
 
 
 def test_default_run_writes_every_output(compose_fast, tmp_path):
@@ -183,8 +183,7 @@ def test_val_check_interval_counts_optimizer_steps_under_accumulation(compose_fa
     )
     trainer = run(cfg)
     assert trainer.accumulate_grad_batches == 2
-    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
-    assert [int(r["step"]) for r in rows if r.get("val/loss")] == [1, 3]
+    assert [step for step, _ in logged(out, "val/loss")] == [1, 3]
 
 
 def test_resuming_into_the_same_folder_keeps_the_earlier_metrics(compose_fast, tmp_path):
@@ -194,8 +193,7 @@ def test_resuming_into_the_same_folder_keeps_the_earlier_metrics(compose_fast, t
     out = tmp_path / "run"
     run(compose_fast(*common, "trainer.max_steps=3", output_dir=out))
     run(compose_fast(*common, f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", output_dir=out))
-    rows = list(csv.DictReader((out / "csv" / "metrics.csv").read_text().splitlines()))
-    train_steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    train_steps = [step for step, _ in logged(out, "train/loss")]
     assert train_steps == list(range(6)), "each step logged once, the first attempt's rows kept"
     a, b = _losses(straight), _losses(out)
     assert all(abs(a[s] - b[s]) <= 1e-4 for s in range(6))
@@ -232,12 +230,8 @@ def test_a_run_killed_during_validation_repeats_it_on_resume(compose_fast, tmp_p
     names = {p.name for p in (out / "checkpoints").iterdir()}
     assert "step-0000003.ckpt" in names and "step-0000006.ckpt" not in names  # saved after validation only
     run(compose_fast(f"ckpt_path={out / 'checkpoints' / 'last.ckpt'}", output_dir=out))
-
-    def val_steps(run_dir):
-        rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
-        return [int(r["step"]) for r in rows if r.get("val/loss")]
-
-    assert val_steps(out) == val_steps(straight) == [2, 5]
+    val_steps = [[step for step, _ in logged(d, "val/loss")] for d in (out, straight)]
+    assert val_steps[0] == val_steps[1] == [2, 5]
 
 
 def test_starting_weights_with_another_tokenizer_are_refused(compose_fast, tmp_path):

@@ -3,7 +3,6 @@ SIGKILL mid-training that resumes to the same losses as an uninterrupted one."""
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FAST, REPO
+from conftest import FAST, REPO, logged
 
 TRAIN = [sys.executable, str(REPO / "train.py")]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -39,8 +38,7 @@ def _train(
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
-    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
-    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+    return dict(logged(run_dir, "train/loss"))
 
 
 def _ckpt(path: Path) -> dict:

@@ -105,8 +105,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer_cfg = cfg.trainer
-    accumulate = accumulation(cfg, world_size(trainer_cfg))
-    _log_plan(cfg, accumulate, world_size(trainer_cfg))
+    world = world_size(trainer_cfg)
+    accumulate = accumulation(cfg, world)
+    _log_plan(cfg, accumulate, world)
     extra = {}
     if isinstance(trainer_cfg.get("val_check_interval"), int):
         # The config counts optimizer steps, like every other interval here; Lightning counts batches.
