@@ -53,6 +53,7 @@ def test_to_hf_loads_in_transformers_with_the_same_logits(tmp_path):
         torch.testing.assert_close(net(**batch).logits[real], hf(**batch).logits[real], atol=1e-4, rtol=1e-4)
     written = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert written["global_rope_theta"] == 160_000.0 == written["local_rope_theta"]
+    assert written["sparse_prediction"] is False
 
 
 def test_from_hf_round_trips_every_tensor(tmp_path):

@@ -12,6 +12,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import MLMDataModule, SampleMix
+from mmbert.data.batch import StepBatch
 
 
 class Recorder(L.LightningModule):
@@ -21,9 +22,10 @@ class Recorder(L.LightningModule):
         self.train_seen: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.val_seen: list[tuple[int, torch.Tensor]] = []
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        self.train_seen.append((batch["input_ids"].clone(), batch["labels"].clone()))
-        return self.w.sum() * batch["num_tokens"]
+    def training_step(self, batch: StepBatch, batch_idx: int) -> torch.Tensor:
+        (micro,) = batch.micro_batches  # steps here are one micro-batch
+        self.train_seen.append((micro["input_ids"].clone(), micro["labels"].clone()))
+        return self.w.sum() * micro["num_tokens"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
         self.val_seen.append((dataloader_idx, batch["labels"].clone()))
@@ -39,7 +41,7 @@ class ShrinkBatch(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, idx: int
     ) -> None:
         if trainer.global_step == 2:
-            trainer.datamodule.set_rows_per_step(2)
+            trainer.datamodule.set_step_rows(2)
 
 
 def fit(tmp: Path, ckpt: str | None = None) -> tuple[Recorder, MLMDataModule]:

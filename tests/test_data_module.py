@@ -27,7 +27,16 @@ def make_dm(num_workers: int = 0, subset: str = "decay-all", **kw: Any) -> MLMDa
 def check_batch(b: dict[str, Any], dm: MLMDataModule, rows: int) -> None:
     tok = dm.tokenizer
     T = rows * dm.seq_len
-    assert set(b) == {"input_ids", "labels", "cu_seqlens", "max_seqlen", "num_tokens", "lang_tokens"}
+    assert set(b) == {
+        "input_ids",
+        "labels",
+        "cu_seqlens",
+        "max_seqlen",
+        "num_tokens",
+        "num_rows",
+        "lang_tokens",
+    }
+    assert b["num_rows"] == rows
     assert b["input_ids"].dtype == torch.long and b["input_ids"].shape == (T,)
     assert b["labels"].dtype == torch.long and b["labels"].shape == (T,)
     cu = b["cu_seqlens"]
@@ -58,14 +67,17 @@ def test_batch_contract_and_runtime_knobs() -> None:
     it = dm.train_batches()
     for _ in range(3):
         check_batch(next(it), dm, 4)
-    dm.set_rows_per_step(1)
+    dm.set_step_rows(1)
     check_batch(next(it), dm, 1)
-    dm.set_rows_per_step(3)
+    dm.set_step_rows(3)
     check_batch(next(it), dm, 3)
-    for bad in (0, 5, 2.0):
-        with pytest.raises(DataError, match="rows per step"):
-            dm.set_rows_per_step(bad)  # type: ignore[arg-type]
-    dm.set_rows_per_step(4)
+    dm.set_step_rows(6)  # more than a micro-batch holds: a step of 4 + 2 rows
+    check_batch(next(it), dm, 4)
+    check_batch(next(it), dm, 2)
+    for bad in (0, 2.0):
+        with pytest.raises(DataError, match="rows per optimizer step"):
+            dm.set_step_rows(bad)  # type: ignore[arg-type]
+    dm.set_step_rows(4)
 
     def masked_fraction(k: int) -> float:
         bs = [next(it) for _ in range(k)]
@@ -118,7 +130,7 @@ def test_resumed_run_sees_exactly_the_same_batches(num_workers: int) -> None:
     expected = []
     for i in range(total):
         if i == 5:  # knobs changed mid-run must be part of the state
-            ref.set_rows_per_step(3)
+            ref.set_step_rows(3)
             ref.set_mask_ratio(0.2)
         expected.append(next(it))
 
@@ -126,7 +138,7 @@ def test_resumed_run_sees_exactly_the_same_batches(num_workers: int) -> None:
     it = run.train_batches()
     for i in range(k):
         if i == 5:
-            run.set_rows_per_step(3)
+            run.set_step_rows(3)
             run.set_mask_ratio(0.2)
         assert same(next(it), expected[i])
     buf = io.BytesIO()
@@ -137,7 +149,7 @@ def test_resumed_run_sees_exactly_the_same_batches(num_workers: int) -> None:
     resumed = make_dm(num_workers)
     resumed.setup("fit")
     resumed.load_state_dict(state)
-    assert resumed.rows_per_step == 3 and resumed.mask_ratio == 0.2
+    assert resumed.step_rows == 3 and resumed.mask_ratio == 0.2
     got = take(resumed, total - k)
     assert all(same(a, b) for a, b in zip(got, expected[k:], strict=True))
     assert resumed.realised_tokens == ref.realised_tokens

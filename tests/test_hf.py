@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -187,6 +189,11 @@ def test_hf_config_dict_writes_every_mmbert_field() -> None:
         (dict(tie_word_embeddings=False), "tie_word_embeddings"),
         (dict(layer_types=["sliding_attention"] * 4), "layer_types"),
         (dict(global_attn_every_n_layers=2), "global_attn_every_n_layers"),
+        (dict(layer_types=["full_attention"] + ["sliding_attention"] * 2), "layer_types"),
+        (dict(global_rope_theta=5.0), "global_rope_theta"),
+        (dict(rope_parameters={"sliding_attention": {"rope_type": "linear", "factor": 2.0}}), "rope_type"),
+        (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_scaling"),
+        (dict(eos_token_id=[1, 2]), "eos_token_id"),
     ],
 )
 def test_config_from_hf_dict_rejects_unsupported(change: dict, field: str) -> None:
@@ -348,3 +355,119 @@ def test_hub_name_resolves_through_the_hf_cache(tmp_path: Path, monkeypatch: pyt
         load_hf_folder(tmp_path / "does" / "not" / "exist")
     with pytest.raises(ValueError, match="revision"):
         load_hf_folder(folder, revision="main")
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_export_is_for_inference_and_reads_back_with_the_projects_training_flags(
+    tmp_path: Path, sparse: bool
+) -> None:
+    cfg = config_from_hf_dict(hf_modernbert().config.to_dict())
+    torch.manual_seed(0)
+    model = MmBertForMaskedLM(
+        dataclasses.replace(cfg, sparse_prediction=sparse, attention_output_dropout=0.1)
+    ).eval()
+    folder = save_hf_folder(model, tmp_path / "out")
+    written = json.loads((folder / "config.json").read_text())
+    assert written["sparse_prediction"] is False
+    assert written["attention_dropout"] == 0.0
+    assert not any("output" in key for key in written)
+    ids, mask, labels = padded_batch([20, 9], cfg.vocab_size)
+    for hf_model in (ModernBertForMaskedLM.from_pretrained(folder).eval(), to_hf(model).eval()):
+        with torch.no_grad():
+            out = hf_model(input_ids=ids, attention_mask=mask, labels=labels)
+        assert out.logits.shape == (2, 20, cfg.vocab_size)
+    loaded, _ = load_hf_folder(folder)
+    assert loaded.config.sparse_prediction is MmBertConfig.sparse_prediction is True
+    assert loaded.config == dataclasses.replace(
+        model.config, sparse_prediction=True, attention_output_dropout=0.0
+    )
+    assert from_hf(to_hf(model)).config == loaded.config
+
+
+# config.json as transformers 4.x writes it for the released mmBERT checkpoints (mmBERT's fields, tiny dims):
+# no layer_types, no rope_parameters, and keys transformers 5 dropped.
+LEGACY_CONFIG: dict[str, object] = {
+    "architectures": ["ModernBertForMaskedLM"],
+    "model_type": "modernbert",
+    "transformers_version": "4.48.0",
+    "torch_dtype": "float32",
+    "vocab_size": 300,
+    "hidden_size": 32,
+    "intermediate_size": 48,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 2,
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "sep_token_id": 1,
+    "cls_token_id": 1,
+    "bos_token_id": 2,
+    "mask_token_id": 4,
+    "global_attn_every_n_layers": 3,
+    "local_attention": 128,
+    "global_rope_theta": 160000,
+    "local_rope_theta": 160000,
+    "norm_eps": 1e-05,
+    "norm_bias": False,
+    "max_position_embeddings": 8192,
+    "classifier_pooling": "mean",
+    "tie_word_embeddings": True,
+    "hidden_activation": "gelu",
+    "attention_dropout": 0.0,
+    "sparse_prediction": False,
+    "reference_compile": None,
+    "repad_logits_with_grad": False,
+}
+
+
+def transformers5_layout(legacy: dict[str, object]) -> dict[str, object]:
+    moved = ("global_attn_every_n_layers", "global_rope_theta", "local_rope_theta")
+    config = {k: v for k, v in legacy.items() if k not in moved}
+    config["layer_types"] = ["full_attention", "sliding_attention", "sliding_attention", "full_attention"]
+    config["rope_parameters"] = {
+        "full_attention": {"rope_type": "default", "rope_theta": legacy["global_rope_theta"]},
+        "sliding_attention": {"rope_type": "default", "rope_theta": legacy["local_rope_theta"]},
+    }
+    return config
+
+
+def write_folder(folder: Path, config: dict[str, object], model: MmBertForMaskedLM) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "decoder.weight"}
+    save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["legacy", "transformers5"])
+def test_either_config_layout_loads_with_mmberts_attention_pattern(tmp_path: Path, layout: str) -> None:
+    expected = MmBertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        global_rope_theta=160000.0,
+        local_rope_theta=160000.0,
+    )
+    torch.manual_seed(0)
+    model = MmBertForMaskedLM(expected).eval()
+    config = LEGACY_CONFIG if layout == "legacy" else transformers5_layout(LEGACY_CONFIG)
+    folder = write_folder(tmp_path / layout, config, model)
+    loaded, _ = load_hf_folder(folder)
+    cfg = loaded.config
+    assert (cfg.global_rope_theta, cfg.local_rope_theta) == (160000.0, 160000.0)
+    assert (cfg.local_attention, cfg.half_window, cfg.global_attn_every_n_layers) == (128, 64, 3)
+    assert cfg == expected
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+    # transformers reads the same file the same way (documents longer than the 64-token half window).
+    theirs = ModernBertForMaskedLM.from_pretrained(folder, attn_implementation="sdpa").eval()
+    assert_same_mlm_outputs(theirs, loaded.eval(), [150, 40])
+
+
+@pytest.mark.parametrize("field", ["hidden_size", "num_hidden_layers"])
+def test_missing_required_field_is_named_with_its_file(tmp_path: Path, field: str) -> None:
+    config = {k: v for k, v in LEGACY_CONFIG.items() if k != field}
+    folder = write_folder(tmp_path / "out", config, MmBertForMaskedLM(config_from_hf_dict(LEGACY_CONFIG)))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(folder / 'config.json'))}: .*'{field}'"):
+        load_hf_folder(folder)

@@ -281,7 +281,9 @@ def test_set_rope_theta_updates_config_and_outputs() -> None:
 def test_dropout_is_off_by_default_and_active_when_set() -> None:
     ids_T, cu, _ = packed(random_docs([30, 20]))
     for p, differs in ((0.0, False), (0.3, True)):
-        model = make_model(embedding_dropout=p, attention_dropout=p, mlp_dropout=p).train()
+        model = make_model(
+            embedding_dropout=p, attention_dropout=p, attention_output_dropout=p, mlp_dropout=p
+        ).train()
         with torch.no_grad():
             a, b = model(ids_T, cu).logits, model(ids_T, cu).logits
         assert (not torch.equal(a, b)) is differs

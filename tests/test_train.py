@@ -160,6 +160,22 @@ def test_phase_chaining_with_context_extension(compose_fast, tmp_path):
     assert (dec / "hf" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("optimizer", ["adamw", "stable_adamw"])
+def test_a_new_phase_with_carried_moments_runs_at_its_own_lr(compose_fast, tmp_path, optimizer):
+    pre = tmp_path / "pretrain"
+    run(compose_fast(f"optimizer={optimizer}", "trainer.max_steps=2", output_dir=pre))  # peak 2e-3
+    mid = tmp_path / "midtrain"
+    start = pre / "checkpoints" / "last.ckpt"
+    overrides = (
+        f"optimizer={optimizer}",
+        "phase=midtrain",
+        f"model.init_from={start}",
+        "model.init_mode=full",
+    )
+    run(compose_fast(*overrides, "trainer.max_steps=2", output_dir=mid))
+    assert [lr for _, lr in logged(mid, "train/lr")] == pytest.approx([1e-3, 1e-3]), "midtrain: 1e-3"
+
+
 def test_max_steps_never_changes_the_schedule(compose_fast, tmp_path):
     short = compose_fast("phase=decay", "trainer.max_steps=2", output_dir=tmp_path / "a")
     long = compose_fast("phase=decay", "trainer.max_steps=5", output_dir=tmp_path / "b")
@@ -176,14 +192,17 @@ def test_the_final_step_is_checkpointed_between_saves(compose_fast, tmp_path):
     assert last["global_step"] == 5
 
 
-def test_val_check_interval_counts_optimizer_steps_under_accumulation(compose_fast, tmp_path):
+def test_a_step_of_several_micro_batches_trains_the_global_batch(compose_fast, tmp_path):
     out = tmp_path / "run"
     cfg = compose_fast(
-        "data.rows_per_step=4", "trainer.max_steps=4", "trainer.val_check_interval=2", output_dir=out
+        "data.rows_per_step=3", "trainer.max_steps=4", "trainer.val_check_interval=2", output_dir=out
     )
-    trainer = run(cfg)
-    assert trainer.accumulate_grad_batches == 2
-    assert [step for step, _ in logged(out, "val/loss")] == [1, 3]
+    trainer = run(cfg)  # 8 rows a step: micro-batches of 3, 3 and 2 rows
+    assert trainer.global_step == 4
+    assert [step for step, _ in logged(out, "val/loss")] == [1, 3], "intervals count optimizer steps"
+    assert [rows for _, rows in logged(out, "train/batch_rows")] == [8.0] * 4
+    tokens = [t for _, t in logged(out, "train/tokens")]
+    assert tokens[0] > 7 * 128, "eight packed rows of 128 tokens, nearly full"
 
 
 def test_resuming_into_the_same_folder_keeps_the_earlier_metrics(compose_fast, tmp_path):

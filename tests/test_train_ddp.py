@@ -1,8 +1,8 @@
 """Two DDP processes (gloo, CPU) train exactly like one process with the same global batch.
 
-The same four packed batches feed both set-ups: one process accumulates two micro-batches per step; two
-ranks take one micro-batch each. Gradient averaging over ranks must equal averaging over micro-batches,
-and the token count must add up over ranks.
+The same four packed batches feed both set-ups: one process runs two micro-batches per step; two ranks take
+one micro-batch each. Gradient averaging over ranks must equal weighting over micro-batches, the token count
+must add up over ranks, and a non-finite loss on one rank must be handled the same on both.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mmbert.data import MLMDataModule, SampleMix
+from mmbert.data.batch import StepBatch
 from mmbert.train import MLMModule
 
 TINY = dict(
@@ -28,7 +29,7 @@ TINY = dict(
 
 
 class _FixedBatches(L.LightningDataModule):
-    """Rank r of w gets batches r, r + w, r + 2w, ...: what each rank would draw from its own shard."""
+    """Steps of two micro-batches over all ranks: rank r of w takes micro-batches r, r + w, ... of each."""
 
     def __init__(self, batches: list[dict]) -> None:
         super().__init__()
@@ -36,7 +37,34 @@ class _FixedBatches(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size
-        return DataLoader(self.batches[rank::world], batch_size=None, shuffle=False)
+        steps = [StepBatch(self.batches[i + rank : i + 2 : world]) for i in range(0, len(self.batches), 2)]
+        return DataLoader(steps, batch_size=None, shuffle=False)
+
+
+class _NaNOnRankOne(MLMModule):
+    """A loss that is NaN on rank 1 only, once, at step 1."""
+
+    poisoned = False
+
+    def forward(self, **batch):
+        out = super().forward(**batch)
+        if self.global_rank == 1 and self.global_step == 1 and not self.poisoned:
+            self.poisoned = True
+            out.loss = out.loss * float("nan")
+        return out
+
+
+class _RecordSteps(L.Callback):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.steps: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append(trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        record = {"steps": self.steps, "skipped": pl_module.skipped_batches}
+        torch.save(record, self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}.pt"))
 
 
 class _SaveWeights(L.Callback):
@@ -55,22 +83,23 @@ def _batches(n: int) -> list[dict]:
     return [next(it) for _ in range(n)]
 
 
-def _fit(batches: list[dict], devices: int, out: Path) -> dict:
+def _fit(
+    batches: list[dict], devices: int, out: Path, module_cls=MLMModule, max_steps: int = 2, **kw
+) -> dict:
     L.seed_everything(0)
-    module = MLMModule(model_config=TINY, optimizer=functools.partial(torch.optim.SGD, lr=0.5))
+    module = module_cls(model_config=TINY, optimizer=functools.partial(torch.optim.SGD, lr=0.5), **kw)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=devices,
         strategy="ddp_spawn" if devices > 1 else "auto",
-        max_steps=2,
-        accumulate_grad_batches=2 // devices,
+        max_steps=max_steps,
         use_distributed_sampler=False,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[_SaveWeights(out)],
+        callbacks=[_SaveWeights(out), _RecordSteps(out)],
     )
     trainer.fit(module, datamodule=_FixedBatches(batches))
     return torch.load(out, weights_only=True)
@@ -88,3 +117,11 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         torch.testing.assert_close(two["state"][name], tensor, atol=2e-6, rtol=1e-5, msg=name)
     moved = [n for n, t in start["state"].items() if not torch.equal(t, init[n])]
     assert len(moved) > len(start["state"]) // 2, "the runs must actually train"
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_is_skipped_on_both(tmp_path):
+    batches = _batches(6)
+    _fit(batches, 2, tmp_path / "skip.pt", _NaNOnRankOne, max_steps=2, on_nonfinite="skip")  # no hang
+    ranks = [torch.load(tmp_path / f"skip-rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == {"steps": [1, 1, 2], "skipped": 1}, "the same step skipped on both"

@@ -6,15 +6,23 @@ than after the data pipeline and the model have been built (or hours into a run)
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
 PHASES = ("pretrain", "midtrain", "decay")
+# Schedule nodes of conf/train.yaml and where their numbers come from.
+SCHEDULES = {
+    "lr_schedule": "model.recipe.<phase>.lr_schedule / warmup_tokens / tokens / decay_tokens / alpha_f",
+    "mask_schedule": "model.recipe.<phase>.mask_ratio, phase.mask_ratio_end",
+    "batch_warmup": "model.recipe.<phase>.batch_warmup_min_rows / batch_warmup_tokens, global_batch_rows",
+}
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
@@ -50,26 +58,39 @@ def world_size(trainer_cfg: DictConfig) -> int:
     return per_node * int(trainer_cfg.get("num_nodes", 1))
 
 
-def accumulation(cfg: DictConfig, world: int) -> int:
-    """Micro-batches per optimizer step so that rows x devices x accumulation == global_batch_rows."""
+def micro_batches(cfg: DictConfig, world: int) -> int:
+    """Micro-batches per optimizer step at the full batch: each device trains ``global_batch_rows / world``
+    rows a step, ``data.rows_per_step`` at a time (the last micro-batch takes the remainder)."""
     rows = int(cfg.data.rows_per_step)
     if rows < 1:
         raise ConfigError(f"data.rows_per_step must be >= 1, got {rows}")
-    per_step = rows * world
-    if cfg.global_batch_rows % per_step:
+    if cfg.global_batch_rows < 1 or cfg.global_batch_rows % world:
         raise ConfigError(
-            f"global_batch_rows={cfg.global_batch_rows} is not a multiple of data.rows_per_step ({rows}) "
-            f"x devices ({world})"
+            f"global_batch_rows={cfg.global_batch_rows} must be a positive multiple of the devices ({world})"
         )
-    return cfg.global_batch_rows // per_step
+    return -(-cfg.global_batch_rows // world // rows)
 
 
-def _check_range(key: str, value: float, low: float, high: float, *, low_open: bool, high_open: bool) -> None:
-    ok_low = value > low if low_open else value >= low
-    ok_high = value < high if high_open else value <= high
-    if not (ok_low and ok_high):
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        raise ConfigError(f"{key} must be in {lo}{low}, {high}{hi}, got {value}")
+def _check_objects(cfg: DictConfig) -> None:
+    """Each recipe number is checked by the object that owns it; building the cheap ones here makes a bad
+    value fail in a second, named by its config node, rather than once data and model are built."""
+    from hydra.utils import instantiate
+
+    from mmbert.data.masking import check_mask_ratio
+    from mmbert.data.mixing import check_tau
+
+    checks = {
+        "phase.tau": lambda: check_tau(cfg.phase.tau),
+        "data.val_mask_ratio": lambda: check_mask_ratio("val_mask_ratio", cfg.data.val_mask_ratio),
+        **{key: functools.partial(instantiate, cfg[key]) for key in SCHEDULES if cfg.get(key) is not None},
+    }
+    for key, check in checks.items():
+        try:
+            check()
+        except InstantiationException as e:
+            raise ConfigError(f"{key}: {e.__cause__ or e} (from {SCHEDULES[key]})") from e
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from e
 
 
 def validate(cfg: DictConfig) -> None:
@@ -85,20 +106,10 @@ def validate(cfg: DictConfig) -> None:
             f"phase.seq_len={phase.seq_len} exceeds model.config.max_position_embeddings="
             f"{model.max_position_embeddings}"
         )
-    _check_range("phase.mask_ratio", phase.mask_ratio, 0.0, 1.0, low_open=True, high_open=True)
-    if phase.mask_ratio_end is not None:
-        _check_range("phase.mask_ratio_end", phase.mask_ratio_end, 0.0, 1.0, low_open=True, high_open=True)
-    _check_range("phase.tau", phase.tau, 0.0, 1.0, low_open=True, high_open=False)
-    _check_range("data.val_mask_ratio", cfg.data.val_mask_ratio, 0.0, 1.0, low_open=True, high_open=True)
     if cfg.token_scale <= 0:
         raise ConfigError(f"token_scale must be > 0, got {cfg.token_scale}")
-    accumulation(cfg, world_size(cfg.trainer))
-    warmup = cfg.get("batch_warmup")
-    if warmup is not None and not 1 <= warmup.min_rows <= cfg.global_batch_rows:
-        raise ConfigError(
-            f"batch_warmup.min_rows={warmup.min_rows} (model.recipe.{phase.name}.batch_warmup_min_rows) must "
-            f"be in [1, global_batch_rows={cfg.global_batch_rows}]"
-        )
+    micro_batches(cfg, world_size(cfg.trainer))
+    _check_objects(cfg)
     init_from = cfg.model.init_from
     if init_from:
         local = Path(str(init_from)).expanduser()

@@ -3,8 +3,8 @@
 from mmbert.data.datamodule import MLMDataModule, PendingBatch
 from mmbert.data.errors import DataError
 from mmbert.data.mds import MdsWriter, merge_index
-from mmbert.data.mix import FolderMix, HubMix, MdsMix, MixSpec, SampleMix
-from mmbert.data.mixing import temperature_weights
+from mmbert.data.mix import FolderMix, HubMix, MdsMix, MixSpec, SampleMix, mixture_report
+from mmbert.data.mixing import released_weights, temperature_weights
 from mmbert.data.paths import repo_root, resolve_path
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source
 from mmbert.data.tokenizer import load_tokenizer
@@ -25,6 +25,8 @@ __all__ = [
     "Source",
     "load_tokenizer",
     "merge_index",
+    "mixture_report",
+    "released_weights",
     "repo_root",
     "resolve_path",
     "temperature_weights",

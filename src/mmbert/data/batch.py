@@ -36,5 +36,36 @@ def assemble(rows: Sequence[Row], seq_len: int, pad_id: int, num_languages: int)
         "cu_seqlens": cu_seqlens_N1,
         "max_seqlen": int(lens_N.max()),
         "num_tokens": num_tokens,
+        "num_rows": len(rows),
         "lang_tokens": lang_tokens_L.to(torch.long),
     }
+
+
+class StepBatch:
+    """The micro-batches of one optimizer step on one device (masked, still on the CPU).
+
+    A plain class rather than a list or dataclass, so Lightning does not move every micro-batch to the
+    device at once: the training step moves each one when it runs it.
+    """
+
+    __slots__ = ("micro_batches",)
+
+    def __init__(self, micro_batches: list[dict[str, Any]]) -> None:
+        if not micro_batches:
+            raise ValueError("a training step needs at least one micro-batch")
+        self.micro_batches = micro_batches
+
+    @property
+    def num_rows(self) -> int:
+        return sum(int(mb["num_rows"]) for mb in self.micro_batches)
+
+    def __len__(self) -> int:
+        return len(self.micro_batches)
+
+
+def split_rows(rows: int, micro_batch_rows: int) -> list[int]:
+    """Rows of each micro-batch of a step: full micro-batches first, the remainder last."""
+    if rows < 1 or micro_batch_rows < 1:
+        raise ValueError(f"need rows >= 1 and micro_batch_rows >= 1, got {rows} and {micro_batch_rows}")
+    full, rest = divmod(rows, micro_batch_rows)
+    return [micro_batch_rows] * full + ([rest] if rest else [])

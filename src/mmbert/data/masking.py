@@ -13,7 +13,16 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from mmbert.data.errors import DataError
+
 IGNORE_INDEX = -100
+
+
+def check_mask_ratio(key: str, value: float) -> float:
+    """A mask ratio is a fraction in (0, 1); ``key`` names the setting in the error."""
+    if not (isinstance(value, int | float) and 0.0 < value < 1.0):
+        raise DataError(f"{key} must be in (0, 1), got {value!r}")
+    return float(value)
 
 
 def special_ids_table(tokenizer: PreTrainedTokenizerBase) -> np.ndarray:

@@ -7,6 +7,20 @@ The ``conf/data_mix/*.yaml`` files instantiate one of these (``_target_`` + argu
 - :class:`HubMix`: the released mmBERT mixtures over hub datasets (token counts from the release);
 - :class:`MdsMix`: pre-tokenized MDS shards.
 
+What the token counts are, and so how a phase's ``tau`` turns them into target shares
+(:meth:`MixSpec.target_weights`), is the mix's ``counts`` setting:
+
+- ``counts: available`` (folder and sample mixes, user-given counts): the tokens each language *has*;
+  the phase samples ``q_i = n_i^tau / sum_j n_j^tau``.
+- ``counts: released`` (the released mixtures, the released MDS shards): the tokens of each language in
+  already temperature-sampled data, i.e. the target shares themselves (``count_i / total``), which tau must
+  not flatten a second time. ``released_tau`` is the tau the release was sampled with; a phase run at another
+  tau (an ablation) re-tempers the entries not in ``fixed_shares`` from their implied available tokens
+  ``n_i ~ share_i^(1 / released_tau)``, keeping their total share, while the ``fixed_shares`` entries
+  (sources outside the temperature sampling, e.g. English and code) keep theirs
+  (:func:`mmbert.data.mixing.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
+  then read at their sizes whatever the tau.
+
 Relative paths are resolved against the repository root (:mod:`mmbert.data.paths`).
 """
 
@@ -28,6 +42,7 @@ from transformers import PreTrainedTokenizerFast
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsShard, find_shards
+from mmbert.data.mixing import check_tau, released_weights, temperature_weights
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SUFFIXES, SkipCounter, file_format
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source, hub_configs
@@ -36,14 +51,19 @@ from mmbert.data.tokenizer import encode_bodies, load_tokenizer
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "mmbert_token_counts.json"
+AVAILABLE, RELEASED = "available", "released"
 
 
 class MixSpec(ABC):
-    """Data mixture: ``languages`` in training order, ``token_counts`` the ``n_i`` of temperature mixing."""
+    """Data mixture: ``languages`` in training order, ``token_counts`` per language and what they are
+    (``counts``, see the module docstring), which :meth:`target_weights` turns into the phase's shares."""
 
     name: str
     tokenizer: str
     val_languages: list[str] | None = None
+    counts: str = AVAILABLE
+    released_tau: float | None = None
+    fixed_shares: tuple[str, ...] = ()
 
     @property
     @abstractmethod
@@ -52,6 +72,52 @@ class MixSpec(ABC):
     @abstractmethod
     def token_counts(self) -> dict[str, int]:
         """Tokens per language (given by the mix, or measured with the mix's tokenizer and cached)."""
+
+    def known_counts(self) -> dict[str, int] | None:
+        """``token_counts()`` where it needs no reading of data (given or cached), else None."""
+        return self.token_counts()
+
+    def available_tokens(self) -> dict[str, int] | None:
+        """Tokens of data behind each language (passes over it), without reading data; None if unknown."""
+        return None if self.counts == RELEASED else self.known_counts()
+
+    def target_weights(self, tau: float, counts: Mapping[str, int] | None = None) -> dict[str, float]:
+        """Target token share of each language in a phase sampled at ``tau``; ``counts``: this mix's
+        ``token_counts()`` when already read (in the order of the result)."""
+        counts = self.token_counts() if counts is None else counts
+        if self.counts == AVAILABLE:
+            return temperature_weights(counts, tau)
+        released = tau if self.released_tau is None else self.released_tau
+        return released_weights(counts, tau, released, self.fixed_shares)
+
+    def _set_counts_meaning(
+        self,
+        counts: str,
+        released_tau: float | None,
+        fixed_shares: Iterable[str] | str | None,
+        names: Iterable[str],
+    ) -> None:
+        """Checks and sets ``counts``, ``released_tau`` and ``fixed_shares`` (entries among ``names``)."""
+        where = f"mix {self.name!r}"
+        if counts not in (AVAILABLE, RELEASED):
+            raise DataError(f"{where}: counts must be {AVAILABLE!r} or {RELEASED!r}, got {counts!r}")
+        fixed = _as_list(fixed_shares) or []
+        if counts == AVAILABLE and (released_tau is not None or fixed):
+            raise DataError(f"{where}: released_tau and fixed_shares need counts: {RELEASED}")
+        if released_tau is not None:
+            try:
+                check_tau(released_tau)
+            except DataError as e:
+                raise DataError(f"{where}: released_tau: {e}") from e
+        unknown = sorted(set(fixed) - set(names))
+        if unknown:
+            raise DataError(f"{where}: fixed_shares has entries not in the mix: {unknown}")
+        self.counts, self.released_tau, self.fixed_shares = counts, released_tau, tuple(fixed)
+
+    def mean_doc_tokens(self) -> dict[str, float]:
+        """Measured tokens per document of the languages whose counts are cached (the sampler's length
+        prior, so that its first draws already follow the shares); none by default."""
+        return {}
 
     @abstractmethod
     def train_source(self, lang: str, holdout: int = 0) -> Source: ...
@@ -62,6 +128,34 @@ class MixSpec(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, languages={len(self.languages)})"
+
+
+def mixture_report(
+    mix: MixSpec,
+    tau: float,
+    weights: Mapping[str, float],
+    counts: Mapping[str, int],
+    budget_tokens: float | None = None,
+    available: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The ``mixture.json`` schema, one home for the training run's report and ``python -m mmbert.data.plan``.
+
+    ``{"tau", "counts", "released_tau", "languages": {lang: {"weight": target share, "tokens": the mix's
+    token count, "budget_tokens": share x budget_tokens, "passes": budget_tokens / available tokens}}}`` in the
+    order of ``weights``; ``budget_tokens`` and ``passes`` are null where the budget or the data size is not
+    known.
+    """
+    languages = {}
+    for lang, w in weights.items():
+        budget = None if budget_tokens is None else round(w * budget_tokens)
+        have = None if available is None else available.get(lang)
+        languages[lang] = {
+            "weight": w,
+            "tokens": counts[lang],
+            "budget_tokens": budget,
+            "passes": None if budget is None or not have else budget / have,
+        }
+    return {"tau": tau, "counts": mix.counts, "released_tau": mix.released_tau, "languages": languages}
 
 
 def _as_list(value: Iterable[str] | str | None) -> list[str] | None:
@@ -139,9 +233,7 @@ def measure_tokens(source: Source, tok: PreTrainedTokenizerFast, batch: int = 25
         if skips:
             log.warning(skips.summary(path))
     flush()
-    if docs == 0:
-        raise DataError(f"source {source.name!r} has no usable documents in {list(source.files())}")
-    return tokens, docs
+    return tokens, docs  # (0, 0) without usable documents: MLMDataModule excludes (or refuses) the language
 
 
 class _CountCache:
@@ -170,6 +262,23 @@ class _CountCache:
     def get(self, tok_key: str, lang: str, files: Sequence[str]) -> int | None:
         entry = self.data.get(tok_key, {}).get(lang)
         return entry["tokens"] if entry and entry["files"] == self.fingerprint(files) else None
+
+    def find(self, files: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
+        """``{tokenizer key: {lang: tokens}}`` of the keys that hold every language of ``files`` as it is
+        now; looked up without the tokenizer (whose fingerprint is the key)."""
+        found = {}
+        for tok_key in self.data:
+            counts = {lang: self.get(tok_key, lang, f) for lang, f in files.items()}
+            if all(n is not None for n in counts.values()):
+                found[tok_key] = counts
+        return found
+
+    def mean_doc_tokens(self, tok_key: str, lang: str, files: Sequence[str]) -> float | None:
+        """Tokens per document of the cached count of these files, or None."""
+        entry = self.data.get(tok_key, {}).get(lang)
+        if not entry or not entry.get("docs") or entry["files"] != self.fingerprint(files):
+            return None
+        return entry["tokens"] / entry["docs"]
 
     def put(self, tok_key: str, lang: str, files: Sequence[str], tokens: int, docs: int) -> None:
         self.data.setdefault(tok_key, {})[lang] = {
@@ -241,6 +350,15 @@ class FolderMix(MixSpec):
         files = _data_files(test) if test.is_dir() else []
         return FileSource(lang, files, self.text_field) if files else None
 
+    def _train_files(self) -> dict[str, list[str]]:
+        return {lang: [str(f) for f in self.train_files(lang)] for lang in self._languages}
+
+    def cached_counts(self) -> dict[str, int] | None:
+        """The cached counts of these files, found without loading the tokenizer; None unless exactly one
+        tokenizer's counts cover every language (several: which one is the mix's needs the tokenizer)."""
+        found = list(_CountCache(self.root).find(self._train_files()).values())
+        return found[0] if len(found) == 1 else None
+
     def measured_counts(self) -> dict[str, int]:
         tok = load_tokenizer(self.tokenizer)
         tok_key = _tokenizer_fingerprint(tok)
@@ -262,6 +380,16 @@ class FolderMix(MixSpec):
         if self._given is not None:
             return {lang: self._given[lang] for lang in self._languages}
         return self.measured_counts()
+
+    def known_counts(self) -> dict[str, int] | None:
+        if self._given is not None:
+            return {lang: self._given[lang] for lang in self._languages}
+        return self.cached_counts()
+
+    def mean_doc_tokens(self) -> dict[str, float]:
+        cache, tok_key = _CountCache(self.root), _tokenizer_fingerprint(load_tokenizer(self.tokenizer))
+        means = {lang: cache.mean_doc_tokens(tok_key, lang, f) for lang, f in self._train_files().items()}
+        return {lang: m for lang, m in means.items() if m is not None}
 
 
 class SampleMix(FolderMix):
@@ -298,9 +426,18 @@ class SampleMix(FolderMix):
             name=f"sample-{subset}",
         )
 
-    def token_counts(self) -> dict[str, int]:
-        counts = super().token_counts()
+    def _upweighted(self, counts: Mapping[str, int]) -> dict[str, int]:
         return {lang: round(n * self.upweight.get(lang, 1.0)) for lang, n in counts.items()}
+
+    def token_counts(self) -> dict[str, int]:
+        return self._upweighted(super().token_counts())
+
+    def known_counts(self) -> dict[str, int] | None:
+        counts = super().known_counts()
+        return None if counts is None else self._upweighted(counts)
+
+    def available_tokens(self) -> dict[str, int] | None:
+        return super().known_counts()  # the files' own tokens, before the subset's upweighting
 
 
 class HubMix(MixSpec):
@@ -310,6 +447,9 @@ class HubMix(MixSpec):
     ``repo``, found with ``datasets.get_dataset_config_names``). ``sources`` overrides where a language comes
     from (``{lang: {repo, config, split, val_split, text_field}}``), e.g. English and code, which FineWeb2 has
     not. Languages without a validation split hold out their first training records for validation.
+
+    ``counts``/``released_tau``/``fixed_shares``: what ``token_counts`` are (module docstring); the generated
+    released mixtures say ``released``, user-given counts default to ``available``.
     """
 
     def __init__(
@@ -324,6 +464,9 @@ class HubMix(MixSpec):
         sources: Mapping[str, Mapping[str, Any]] | None = None,
         val_languages: Sequence[str] | str | None = None,
         revision: str | None = None,
+        counts: str = AVAILABLE,
+        released_tau: float | None = None,
+        fixed_shares: Sequence[str] | str | None = None,
     ) -> None:
         self.name, self.tokenizer, self.repo, self.revision = name, tokenizer, repo, revision
         self.split, self.val_split, self.text_field = split, val_split, text_field
@@ -343,6 +486,7 @@ class HubMix(MixSpec):
         for v in self.val_languages or []:
             if v not in self._counts:
                 raise DataError(f"mix {name!r}: val_languages has {v!r}, which is not in the mix")
+        self._set_counts_meaning(counts, released_tau, fixed_shares, self._counts)
 
     @property
     def languages(self) -> list[str]:
@@ -403,6 +547,11 @@ class MdsMix(MixSpec):
 
     Source names are the folder names (normalised when they are language codes). Validation reads
     ``val_path`` (same layout) when given, else holds out the first documents of each source.
+
+    ``counts: released`` (``conf/data_mix/mds.yaml``): the shards are a released, already sampled mixture, so
+    the measured tokens are read as its shares (re-tempered only at a phase tau other than ``released_tau``);
+    ``available`` (the default here, e.g. shards written with :class:`mmbert.data.MdsWriter` from a corpus):
+    the phase's tau applies to them. Either way the shards are the data, so passes over them are known.
     """
 
     def __init__(
@@ -413,6 +562,9 @@ class MdsMix(MixSpec):
         val_path: str | None = None,
         val_languages: Sequence[str] | str | None = None,
         name: str | None = None,
+        counts: str = AVAILABLE,
+        released_tau: float | None = None,
+        fixed_shares: Sequence[str] | str | None = None,
     ) -> None:
         if path is None or str(path) in ("", "???"):
             raise DataError("data_mix.path is not set (data_mix=mds data_mix.path=DIR)")
@@ -428,6 +580,7 @@ class MdsMix(MixSpec):
                 raise DataError(
                     f"val_languages: unknown source {v!r} in {self.root} (have {sorted(self.shards)})"
                 )
+        self._set_counts_meaning(counts, released_tau, fixed_shares, self.shards)
 
     @staticmethod
     def _discover(root: Path) -> dict[str, list[MdsShard]]:
@@ -461,12 +614,34 @@ class MdsMix(MixSpec):
         shards = self.val_shards.get(lang)
         return MdsSource(lang, shards, *self._bos_eos()) if shards else None
 
+    def _given_counts(self) -> dict[str, int] | None:
+        if self._given is None:
+            return None
+        missing = set(self.shards) - set(self._given)
+        if missing:
+            raise DataError(f"mix {self.name!r}: token_counts lack sources {sorted(missing)}")
+        return {k: self._given[k] for k in self.shards}
+
+    def known_counts(self) -> dict[str, int] | None:
+        given = self._given_counts()
+        if given is not None:
+            return given
+        files = {lang: [str(s.path) for s in shards] for lang, shards in self.shards.items()}
+        return _CountCache(self.root).find(files).get("mds")
+
+    def available_tokens(self) -> dict[str, int] | None:
+        return self.known_counts()  # released or not, the shards are all the data there is
+
+    def mean_doc_tokens(self) -> dict[str, float]:
+        cache = _CountCache(self.root)
+        files = {lang: [str(s.path) for s in shards] for lang, shards in self.shards.items()}
+        means = {lang: cache.mean_doc_tokens("mds", lang, f) for lang, f in files.items()}
+        return {lang: m for lang, m in means.items() if m is not None}
+
     def token_counts(self) -> dict[str, int]:
-        if self._given is not None:
-            missing = set(self.shards) - set(self._given)
-            if missing:
-                raise DataError(f"mix {self.name!r}: token_counts lack sources {sorted(missing)}")
-            return {k: self._given[k] for k in self.shards}
+        given = self._given_counts()
+        if given is not None:
+            return given
         cache = _CountCache(self.root)
         counts, dirty = {}, False
         for lang, shards in self.shards.items():

@@ -42,6 +42,8 @@ class PipelineConfig:
     tokenize_batch: int = 64  # documents tokenized per call
     block_size: int = 256  # records per read block (the shuffle unit)
     snapshot_every: int = 128  # rows between snapshots (the most rows a resume replays)
+    # Known tokens per document of each source (None: unknown), so the first draws are length-corrected.
+    mean_doc_tokens: tuple[float | None, ...] = ()
 
 
 class RowGenerator:
@@ -54,7 +56,14 @@ class RowGenerator:
         self._stream_states: dict[str, dict[str, Any]] = dict(snapshot["streams"]) if snapshot else {}
         self.streams: dict[int, DocStream] = {}
         sampler_state = snapshot["sampler"] if snapshot else None
-        self.sampler = TokenSampler(cfg.weights, (cfg.seed, shard, 0x6D6D), sampler_state)
+        self.sampler = TokenSampler(
+            cfg.weights,
+            (cfg.seed, shard, 0x6D6D),
+            sampler_state,
+            cfg.mean_doc_tokens or None,
+            shard,
+            num_shards,
+        )
         self.packer = BestFitPacker(cfg.seq_len)
         if snapshot:
             self.packer.pending = [(lang, np.asarray(c, dtype=np.int32)) for lang, c in snapshot["pending"]]

@@ -24,7 +24,8 @@ Doc = str | np.ndarray  # text, or token ids (pre-tokenized sources, without bos
 
 
 class Source(ABC):
-    """``holdout``: records at the start of file 0 reserved for validation (sources without a test split)."""
+    """``holdout``: raw records at the start of file 0 reserved for validation (sources without a test split);
+    :class:`mmbert.data.stream.DocStream` skips them."""
 
     name: str
     holdout: int = 0
@@ -42,21 +43,38 @@ class Source(ABC):
     def decode(self, file_idx: int, raw: Any, skips: SkipCounter) -> Doc | None:
         """A document from a raw record, or None for a bad record (counted in ``skips``)."""
 
-    def first_docs(self, n: int, block_size: int = 256, max_records: int | None = None) -> list[Doc]:
-        """The first ``n`` good documents in file order (validation), within ``max_records`` raw records."""
+    def first_docs(self, n: int, block_size: int = 256) -> list[Doc]:
+        """The first ``n`` good documents in file order."""
         docs: list[Doc] = []
-        seen = 0
         for f in range(len(self.files())):
             skips = SkipCounter()
             for block in self.blocks(f, None, block_size):
                 for raw in block.raws:
-                    if len(docs) == n or (max_records is not None and seen == max_records):
+                    if len(docs) == n:
                         return docs
-                    seen += 1
                     doc = self.decode(f, raw, skips)
                     if doc is not None:
                         docs.append(doc)
         return docs
+
+    def scan_head(self, n: int, block_size: int = 256) -> tuple[list[tuple[int, Doc]], bool]:
+        """The good documents among the first ``n`` raw records of file 0, with their record indices, and
+        whether a good document follows those records (in file 0 or a later file).
+
+        Reads only up to the first such document, so ``scan_head(0)`` is a cheap "has documents" check.
+        """
+        head: list[tuple[int, Doc]] = []
+        for f in range(len(self.files())):
+            skips = SkipCounter()
+            for block in self.blocks(f, None, block_size):
+                for i, raw in enumerate(block.raws, block.first_record):
+                    doc = self.decode(f, raw, skips)
+                    if doc is None:
+                        continue
+                    if f > 0 or i >= n:
+                        return head, True
+                    head.append((i, doc))
+        return head, False
 
 
 class FileSource(Source):

@@ -51,8 +51,9 @@ def select_attn_backend(requested: str, device: torch.device, dtype: torch.dtype
     """Resolve `attn_backend` for a forward pass on `device` with activations of `dtype`.
 
     `auto` prefers flash-attn, then torch's varlen_attn (both CUDA with fp16/bf16 only), else SDPA. An explicit
-    choice that cannot run raises AttentionBackendError saying why. `dropout` is whether attention dropout is
-    active: torch's varlen_attn has none.
+    choice that cannot run raises AttentionBackendError saying why. `dropout` is whether attention-probability
+    dropout (attention_dropout) is active: torch's varlen_attn has none. The attention-output dropout
+    (attention_output_dropout) runs after Wo, outside every kernel, and does not count here.
     """
     if requested not in ATTN_BACKENDS:
         raise ValueError(f"attn_backend={requested!r} is not one of {ATTN_BACKENDS}")

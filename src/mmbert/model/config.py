@@ -35,7 +35,13 @@ class MmBertConfig:
     # Truncated-normal init is cut at +- initializer_cutoff_factor * std.
     initializer_cutoff_factor: float = 2.0
     embedding_dropout: float = 0.0
+    # Dropout on the attention probabilities (Hugging Face's `attention_dropout`); inside the attention kernel,
+    # so torch's varlen backend cannot run with it.
     attention_dropout: float = 0.0
+    # Dropout on the attention output projection (after Wo; FlexBERT's attn_out_dropout_prob, 0.1 in the
+    # mmBERT recipe). Default 0 so that configs and checkpoints written before this field train as they did;
+    # conf/model/*.yaml set the recipe value. Outside the kernel: every backend supports it.
+    attention_output_dropout: float = 0.0
     mlp_dropout: float = 0.0
     pad_token_id: int = 0
     eos_token_id: int = 1
@@ -80,7 +86,7 @@ class MmBertConfig:
             "initializer_cutoff_factor",
         ):
             require_positive(name, getattr(self, name))
-        for name in ("embedding_dropout", "attention_dropout", "mlp_dropout"):
+        for name in ("embedding_dropout", "attention_dropout", "attention_output_dropout", "mlp_dropout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1), got {value!r}")

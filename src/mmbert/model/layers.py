@@ -79,7 +79,7 @@ class MmBertAttention(nn.Module):
         self.attention_dropout = config.attention_dropout
         self.Wqkv = nn.Linear(config.hidden_size, 3 * config.hidden_size, bias=False)
         self.Wo = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.out_drop = nn.Dropout(config.attention_dropout)
+        self.out_drop = nn.Dropout(config.attention_output_dropout)
 
     def forward(self, x_TH: Tensor, batch: PackedBatch) -> Tensor:
         T = x_TH.shape[0]

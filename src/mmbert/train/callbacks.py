@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 
@@ -87,10 +86,11 @@ class MaskRatioCallback(L.Callback):
 
 
 class BatchSizeWarmupCallback(L.Callback):
-    """Grows the packed rows per step from the schedule's minimum to the full batch, by tokens seen.
+    """Sets the global rows of the next optimizer step from the schedule, by tokens seen.
 
-    The schedule counts global rows; each device gets the same fraction of its own full micro-batch,
-    rounded up, so a run on any number of devices warms up over the same tokens.
+    The datamodule gives each device its share of those rows, in as many micro-batches as it takes, so the
+    rows trained follow the schedule exactly on any number of devices (``train/batch_rows``, logged by the
+    module, is what was trained).
     """
 
     def __init__(self, schedule: BatchSizeWarmup) -> None:
@@ -98,16 +98,13 @@ class BatchSizeWarmupCallback(L.Callback):
         self.current = schedule(0)
 
     def _apply(self, trainer, pl_module) -> None:
-        self.current = self.schedule(pl_module.tokens_seen)
-        dm = _datamodule(trainer)
-        full = dm.max_rows_per_step
-        dm.set_rows_per_step(max(1, math.ceil(full * self.current / self.schedule.max_rows)))
+        self.current = self.schedule(pl_module.tokens_seen, trainer.world_size)
+        _datamodule(trainer).set_step_rows(self.current)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._apply(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        pl_module.log("train/batch_rows", float(self.current), on_step=True, on_epoch=False)
         self._apply(trainer, pl_module)
 
     def state_dict(self) -> dict:

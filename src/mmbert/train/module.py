@@ -8,12 +8,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
+from mmbert.data.batch import StepBatch
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 from mmbert.train.optim import param_groups
@@ -43,6 +47,9 @@ class MLMModule(L.LightningModule):
         on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
+        # One Lightning batch is one optimizer step: the step's micro-batches vary in number during
+        # batch-size warmup, which Lightning's fixed accumulate_grad_batches cannot express.
+        self.automatic_optimization = False
         if init_mode not in ("weights", "full"):
             raise ValueError(f"model.init_mode must be 'weights' or 'full', got {init_mode!r}")
         if on_nonfinite not in ("stop", "skip"):
@@ -100,27 +107,54 @@ class MLMModule(L.LightningModule):
         }
 
     # ---------------------------------------------------------------- training
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        out = self(**self._model_inputs(batch))
-        local_tokens = torch.tensor(float(batch["num_tokens"]), device=self.device)
-        global_tokens = self.trainer.strategy.reduce(local_tokens, reduce_op="sum")
-        self.tokens_seen += int(global_tokens.item())
-        loss = out.loss
+    def training_step(self, batch: StepBatch | dict, batch_idx: int) -> None:
+        """One optimizer step over the step's micro-batches.
+
+        The loss is the mean over every masked token of the step on all devices: micro-batch ``k`` with
+        ``n_k`` masked tokens is weighted ``n_k * world / N`` (``N`` summed over devices; DDP then divides
+        by ``world``), so a step means the same whatever the split into devices and micro-batches.
+        Gradients are synchronised once, on the last micro-batch. A non-finite loss is judged on the
+        reduced value, so every rank skips (or stops at) the same step.
+        """
+        step = batch if isinstance(batch, StepBatch) else StepBatch([batch])
+        strategy = self.trainer.strategy
+        counts = torch.tensor(
+            [[float(mb["num_tokens"]), float(mb["num_rows"]), float((mb["labels"] != -100).sum())]
+             for mb in step.micro_batches],
+            device=self.device, dtype=torch.float64,
+        ).sum(0)  # fmt: skip
+        tokens, rows, labels = strategy.reduce(counts, reduce_op="sum").tolist()
+        self.tokens_seen += int(tokens)
+        world = self.trainer.world_size
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        for k, mb in enumerate(step.micro_batches):
+            mb = move_data_to_device(mb, self.device)
+            n_k = float((mb["labels"] != -100).sum())
+            last = k == len(step) - 1
+            defer_sync = not last and isinstance(strategy, ParallelStrategy)
+            with strategy.block_backward_sync() if defer_sync else nullcontext():
+                loss = self(**self._model_inputs(mb)).loss
+                self.manual_backward(loss * (n_k * world / max(labels, 1.0)))
+            loss_sum += loss.detach().double() * n_k
+        loss = strategy.reduce(loss_sum, reduce_op="sum") / max(labels, 1.0)
+        optimizer = self.optimizers()
         if not torch.isfinite(loss):
+            optimizer.zero_grad(set_to_none=True)
             if self.hparams.on_nonfinite == "skip":
                 self.skipped_batches += 1
-                log.warning("non-finite loss %s at step %d: batch skipped", loss.item(), self.global_step)
+                log.warning("non-finite loss %s at step %d: step skipped", loss.item(), self.global_step)
                 self.log("train/skipped_batches", float(self.skipped_batches), on_step=True)
-                return None
+                return
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at step {self.global_step} "
                 f"(tokens seen {self.tokens_seen}); the last good checkpoint is left in place. "
-                "Set module.on_nonfinite=skip to skip such batches instead."
+                "Set module.on_nonfinite=skip to skip such steps instead."
             )
-        n_labels = int((batch["labels"] != -100).sum())
-        self.log("train/loss", loss, on_step=True, prog_bar=True, batch_size=max(n_labels, 1))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        self.log("train/loss", loss.float(), on_step=True, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen), on_step=True, reduce_fx="max")
-        return loss
+        self.log("train/batch_rows", rows, on_step=True)
 
     # ---------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -160,9 +194,12 @@ class MLMModule(L.LightningModule):
         if self._init_optimizer_state is not None:
             fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
             optimizer.load_state_dict(self._init_optimizer_state)
-            # The new phase's hyper-parameters win over the carried ones; only the moments carry over.
+            # Only the moments carry over: every hyper-parameter is the new phase's, and keys the old
+            # phase added (the LR callback's peak_lr on torch optimizers) go, or it would keep the old peak.
             for group, hyper in zip(optimizer.param_groups, fresh, strict=True):
-                group.update(hyper)
+                params = group["params"]
+                group.clear()
+                group.update(hyper, params=params)
             self._init_optimizer_state = None
         return optimizer
 

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mmbert.config import ConfigError, accumulation, check_vocab, validate, world_size
+from mmbert.config import ConfigError, check_vocab, micro_batches, validate, world_size
 from mmbert.data import DataError, load_tokenizer
 from mmbert.train.callbacks import AtomicCheckpointIO
 from mmbert.train.init import init_tokenizer_source
@@ -57,7 +57,7 @@ def check_cpu_memory(cfg: DictConfig) -> None:
             f"data.rows_per_step={cfg.data.rows_per_step} x phase.seq_len={cfg.data.seq_len} needs about "
             f"{need / 2**30:.0f} GiB to train this model (hidden {cfg.model.config.hidden_size}, "
             f"{cfg.model.config.num_hidden_layers} layers) on the CPU; {have / 2**30:.0f} GiB are available: lower "
-            "data.rows_per_step (accumulation keeps global_batch_rows), or use experiment=quick"
+            "data.rows_per_step (more micro-batches keep global_batch_rows), or use experiment=quick"
         )
 
 
@@ -106,32 +106,24 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     loggers = _instantiate_group(cfg.get("logger"))
     trainer_cfg = cfg.trainer
     world = world_size(trainer_cfg)
-    accumulate = accumulation(cfg, world)
-    _log_plan(cfg, accumulate, world)
-    extra = {}
-    if isinstance(trainer_cfg.get("val_check_interval"), int):
-        # The config counts optimizer steps, like every other interval here; Lightning counts batches.
-        extra["val_check_interval"] = trainer_cfg.val_check_interval * accumulate
+    _log_plan(cfg, micro_batches(cfg, world), world)
+    # One Lightning batch is one optimizer step (MLMModule steps its micro-batches itself), so every
+    # interval in batches is one in optimizer steps.
     trainer = hydra.utils.instantiate(
-        trainer_cfg,
-        callbacks=callbacks,
-        logger=loggers or False,
-        accumulate_grad_batches=accumulate,
-        plugins=[AtomicCheckpointIO()],
-        **extra,
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     return datamodule, module, trainer
 
 
-def _log_plan(cfg: DictConfig, accumulate: int, world: int) -> None:
+def _log_plan(cfg: DictConfig, micro: int, world: int) -> None:
     """One line a researcher can check before waiting for the first step: batch shape and phase length."""
     seq_len, rows = int(cfg.data.seq_len), int(cfg.data.rows_per_step)
     step_tokens = cfg.global_batch_rows * seq_len
     budget = int(cfg.lr_schedule.total_tokens)
     log.info(
-        "phase=%s: %d rows x %d tokens per micro-batch, x %d accumulation x %d device(s) = %d rows "
-        "(%s tokens) per optimizer step; token budget %s (~%d steps)",
-        cfg.phase.name, rows, seq_len, accumulate, world, cfg.global_batch_rows,
+        "phase=%s: up to %d rows x %d tokens per micro-batch, %d micro-batch(es) x %d device(s) = %d rows "
+        "(%s tokens) per optimizer step at the full batch; token budget %s (~%d steps)",
+        cfg.phase.name, rows, seq_len, micro, world, cfg.global_batch_rows,
         f"{step_tokens:,}", f"{budget:,}", -(-budget // step_tokens),
     )  # fmt: skip
 
@@ -141,6 +133,8 @@ def _quiet_known_warnings() -> None:
     # about __len__ with several workers does not apply. LeafSpec: Lightning's own use of a torch API.
     warnings.filterwarnings("ignore", message=r".*`IterableDataset` has `__len__` defined.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # MLMModule steps the optimizer itself; a step checkpoint holds the weights after that step, as intended.
+    warnings.filterwarnings("ignore", message=r".*ModelCheckpoint with manual optimization.*")
 
 
 def run(cfg: DictConfig) -> L.Trainer:

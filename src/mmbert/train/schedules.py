@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mmbert.data.masking import check_mask_ratio
+
 
 def _check_fraction(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
@@ -88,10 +90,9 @@ class MaskSchedule:
     tokens: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("start", "end"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < 1.0:
-                raise ValueError(f"mask ratio {name} must be in (0, 1), got {value}")
+        check_mask_ratio("mask ratio start", self.start)
+        if self.end is not None:
+            check_mask_ratio("mask ratio end", self.end)
 
     def __call__(self, tokens: int) -> float:
         end = self.start if self.end is None else self.end
@@ -103,10 +104,13 @@ class MaskSchedule:
 
 @dataclass(frozen=True)
 class BatchSizeWarmup:
-    """Packed rows per step grow from ``min_rows`` to ``max_rows`` in equal steps over ``warmup_tokens``.
+    """Global packed rows per optimizer step grow from ``min_rows`` to ``max_rows`` over ``warmup_tokens``.
 
     As in ModernBERT, the batch grows in discrete increments when tokens seen cross evenly spaced
-    thresholds; ``num_steps`` increments split the warmup budget.
+    thresholds; ``num_steps`` increments split the warmup budget. Stage ``s`` (0-based) trains
+    ``min_rows + (max_rows - min_rows) * s // num_steps`` rows. On ``devices`` devices every device trains
+    the same rows, so a stage that does not split evenly is rounded *down* to a multiple of ``devices``
+    (never below one row per device); ``max_rows`` itself must split evenly.
     """
 
     min_rows: int
@@ -120,9 +124,11 @@ class BatchSizeWarmup:
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
 
-    def __call__(self, tokens: int) -> int:
+    def __call__(self, tokens: int, devices: int = 1) -> int:
+        if self.max_rows % devices:
+            raise ValueError(f"max_rows={self.max_rows} does not split over {devices} devices")
         if self.warmup_tokens <= 0 or tokens >= self.warmup_tokens:
             return self.max_rows
         stage = int(tokens * self.num_steps // self.warmup_tokens)
-        span = self.max_rows - self.min_rows
-        return self.min_rows + span * stage // self.num_steps
+        rows = self.min_rows + (self.max_rows - self.min_rows) * stage // self.num_steps
+        return max(devices, rows // devices * devices)

@@ -1,0 +1,214 @@
+"""Mixture plan, offline: what each language of a phase gets, before any data is read.
+
+    python -m mmbert.data.plan phase=decay data_mix=decay-all model=base [token_scale=0.01]
+        [top=20] [max_passes=4] [out=plan.json]
+
+Takes train.py's ``key=value`` overrides, composes ``conf/train.yaml`` of the repository root
+(:func:`mmbert.data.paths.repo_root`) with Hydra's compose API and instantiates only ``data_mix``: no
+datamodule, model or tokenizer, no hub access, no data read. Prints one line per language, largest share
+first (``top`` lines, then a summary line):
+
+- ``share``: the target token share at ``phase.tau`` (:meth:`mmbert.data.MixSpec.target_weights`: the release's
+  own shares for the released mixtures, ``n^tau`` of the counted tokens for folder and sample mixes);
+- ``tokens``: share x the phase's budget ``lr_schedule.total_tokens`` (``token_scale`` included);
+- ``data`` and ``passes``: where the mix knows how much data a language has (folder and sample mixes: their
+  counted tokens; MDS shards: their size; released hub mixtures: unknown, their counts are shares), the
+  tokens of it and the passes over it, flagged ``!`` above ``max_passes``. The default, 4, is where repeating
+  data stops being almost as good as fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language
+  Models").
+
+``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mix.mixture_report`).
+
+Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
+``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
+tokenizer; if the cache holds counts of several tokenizers for them, which is the mix's cannot be told), and
+otherwise the plan refuses, naming the setting. A training run measures and caches them when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException, InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
+from mmbert.data.errors import DataError
+from mmbert.data.mix import FolderMix, MdsMix, MixSpec, mixture_report
+from mmbert.data.mixing import check_tau
+from mmbert.data.paths import repo_root
+
+DEFAULT_TOP = 20
+DEFAULT_MAX_PASSES = 4.0
+USAGE = (
+    "usage: python -m mmbert.data.plan [train.py overrides: phase=... data_mix=... model=... token_scale=...] "
+    "[top=N] [max_passes=X] [out=FILE]"
+)
+
+
+def _one_line(e: BaseException) -> str:
+    """Hydra's multi-line messages on one line, without the config search path and links to its docs."""
+    text = str(e).split("Config search path:")[0]
+    return " ".join(w for line in text.splitlines() if not line.startswith("See http") for w in line.split())
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """``({top, max_passes, out}, Hydra overrides)``; each override is parsed so a bad one is named."""
+    options: dict[str, Any] = {"top": DEFAULT_TOP, "max_passes": DEFAULT_MAX_PASSES, "out": None}
+    overrides: list[str] = []
+    parser = OverridesParser.create()
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in options:
+            options[key] = _option(key, value)
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except HydraException as e:
+            raise DataError(f"override {arg!r}: {_one_line(e)}") from e
+        overrides.append(arg)
+    return options, overrides
+
+
+def _option(key: str, value: str) -> Any:
+    if key == "out":
+        return Path(value)
+    try:
+        number = int(value) if key == "top" else float(value)
+    except ValueError as e:
+        kind = "an integer" if key == "top" else "a number"
+        raise DataError(f"{key} must be {kind}, got {value!r}") from e
+    if number < 0:
+        raise DataError(f"{key} must be >= 0, got {value!r}")
+    return number
+
+
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    """``conf/train.yaml`` with ``overrides``, as train.py composes it (Hydra's run-time values left out)."""
+    conf = repo_root() / "conf"
+    if not (conf / "train.yaml").is_file():
+        raise DataError(f"{conf / 'train.yaml'} not found: run from a checkout, or set MMBERT_ROOT")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            return compose(config_name="train", overrides=list(overrides))
+    except HydraException as e:
+        raise DataError(_one_line(e)) from e
+
+
+def _instantiate_mix(cfg: DictConfig) -> MixSpec:
+    try:
+        mix = instantiate(cfg.data_mix)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, DataError):
+            raise e.__cause__ from None
+        raise DataError(f"data_mix: {_one_line(e)}") from e
+    if not isinstance(mix, MixSpec):
+        raise DataError(f"data_mix is not a mix spec: {type(mix).__name__}")
+    return mix
+
+
+def _unmeasured(mix: MixSpec) -> DataError:
+    where = f" ({mix.root})" if isinstance(mix, FolderMix | MdsMix) else ""
+    return DataError(
+        f"data_mix: the token counts of mix {mix.name!r}{where} are not measured for these files yet (or "
+        "measured with several tokenizers) and the plan reads no data: give them in data_mix.token_counts, "
+        "or start a training run once, which measures and caches them"
+    )
+
+
+def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
+    """The mix of a composed train config and its plan, in the ``mixture.json`` schema."""
+    try:
+        tau, budget = cfg.phase.tau, cfg.lr_schedule.total_tokens
+    except OmegaConfBaseException as e:
+        raise DataError(_one_line(e)) from e
+    try:
+        check_tau(tau)
+    except DataError as e:
+        raise DataError(f"phase.tau: {e}") from e
+    mix = _instantiate_mix(cfg)
+    known = mix.known_counts()
+    if known is None:
+        raise _unmeasured(mix)
+    counts = {lang: known[lang] for lang in mix.languages}
+    weights = mix.target_weights(tau, counts)
+    return mix, mixture_report(mix, tau, weights, counts, budget, mix.available_tokens())
+
+
+def _human(n: float) -> str:
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def _percent(share: float) -> str:
+    # two decimals as the release's figures are quoted; significant digits for the long tail of decay-all
+    return f"{100 * share:.2f}%" if share >= 1e-4 else f"{100 * share:.2g}%"
+
+
+def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: float) -> str:
+    """The plan as a table, ``top`` lines largest share first, and a summary line."""
+    entries = sorted(report["languages"].items(), key=lambda kv: (-kv[1]["weight"], kv[0]))
+    lines = [header, f"{'#':>5}  {'language':<10} {'share':>8} {'tokens':>8} {'data':>8} {'passes':>9}"]
+    for i, (lang, e) in enumerate(entries[:top], 1):
+        data = "-" if e["passes"] is None else _human(e["budget_tokens"] / e["passes"])
+        passes = "-" if e["passes"] is None else f"{e['passes']:,.2f}"
+        flag = " !" if e["passes"] is not None and e["passes"] > max_passes else ""
+        share = _percent(e["weight"])
+        lines.append(
+            f"{i:>5}  {lang:<10} {share:>8} {_human(e['budget_tokens']):>8} {data:>8} {passes:>9}{flag}"
+        )
+    total = sum(e["budget_tokens"] for _, e in entries)
+    if all(e["passes"] is None for _, e in entries):
+        passes = "passes unknown (the mix's counts are shares of a release, not the size of its data)"
+    else:
+        flagged = sum(e["passes"] is not None and e["passes"] > max_passes for _, e in entries)
+        passes = f"{flagged} above max_passes={max_passes:g}"
+    lines.append(f"{len(entries)} languages ({len(entries) - min(top, len(entries))} not shown), "
+                 f"{_human(total)} tokens, {passes}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _header(cfg: DictConfig, mix: MixSpec) -> str:
+    counts = mix.counts
+    if counts == "released":
+        tau = mix.released_tau
+        counts += f" (sampled at tau {tau})" if tau is not None else " (read at their sizes)"
+    return (
+        f"mixture plan: {type(mix).__name__} {mix.name!r}, counts {counts}; phase {cfg.phase.name}, "
+        f"tau {cfg.phase.tau}, budget {_human(cfg.lr_schedule.total_tokens)} tokens (lr_schedule.total_tokens)"
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__ + "\n" + USAGE)
+        return 0
+    try:
+        options, overrides = parse_args(argv)
+        cfg = compose_train(overrides)
+        mix, report = plan(cfg)
+    except DataError as e:
+        print(f"plan: {e}", file=sys.stderr)
+        return 2
+    print(format_plan(report, _header(cfg, mix), options["top"], options["max_passes"]))
+    if options["out"] is not None:
+        out: Path = options["out"]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
