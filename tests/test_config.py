@@ -106,6 +106,7 @@ def test_phases_set_the_recipe_values(tmp_path):
     [
         ("phase.seq_len=16384", "phase.seq_len"),
         ("phase.seq_len=8", "phase.seq_len"),
+        ("data.rows_per_step=0", "data.rows_per_step: rows_per_step must be"),
         ("model.recipe.pretrain.mask_ratio=1.0", "mask_schedule: mask ratio start"),
         ("model.recipe.pretrain.mask_ratio=0", "mask_schedule: mask ratio start"),
         ("phase.mask_ratio_end=1.5", "mask_schedule: mask ratio end"),

@@ -62,8 +62,6 @@ def micro_batches(cfg: DictConfig, world: int) -> int:
     """Micro-batches per optimizer step at the full batch: each device trains ``global_batch_rows / world``
     rows a step, ``data.rows_per_step`` at a time (the last micro-batch takes the remainder)."""
     rows = int(cfg.data.rows_per_step)
-    if rows < 1:
-        raise ConfigError(f"data.rows_per_step must be >= 1, got {rows}")
     if cfg.global_batch_rows < 1 or cfg.global_batch_rows % world:
         raise ConfigError(
             f"global_batch_rows={cfg.global_batch_rows} must be a positive multiple of the devices ({world})"
@@ -76,10 +74,12 @@ def _check_objects(cfg: DictConfig) -> None:
     value fail in a second, named by its config node, rather than once data and model are built."""
     from hydra.utils import instantiate
 
+    from mmbert.data.datamodule import check_shape
     from mmbert.data.masking import check_mask_ratio
     from mmbert.data.mixing import check_tau
 
     checks = {
+        "phase.seq_len / data.rows_per_step": lambda: check_shape(cfg.phase.seq_len, cfg.data.rows_per_step),
         "phase.tau": lambda: check_tau(cfg.phase.tau),
         "data.val_mask_ratio": lambda: check_mask_ratio("val_mask_ratio", cfg.data.val_mask_ratio),
         **{key: functools.partial(instantiate, cfg[key]) for key in SCHEDULES if cfg.get(key) is not None},
@@ -99,8 +99,7 @@ def validate(cfg: DictConfig) -> None:
     if phase.name not in PHASES:
         raise ConfigError(f"phase.name must be one of {PHASES}, got {phase.name!r}")
     model = cfg.model.config
-    if phase.seq_len < 16:
-        raise ConfigError(f"phase.seq_len must be >= 16, got {phase.seq_len}")
+    _check_objects(cfg)
     if phase.seq_len > model.max_position_embeddings:
         raise ConfigError(
             f"phase.seq_len={phase.seq_len} exceeds model.config.max_position_embeddings="
@@ -109,7 +108,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.token_scale <= 0:
         raise ConfigError(f"token_scale must be > 0, got {cfg.token_scale}")
     micro_batches(cfg, world_size(cfg.trainer))
-    _check_objects(cfg)
     init_from = cfg.model.init_from
     if init_from:
         local = Path(str(init_from)).expanduser()

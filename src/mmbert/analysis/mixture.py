@@ -1,8 +1,11 @@
 """Language mixtures: the target (temperature-sampled) weights of each phase against the tokens realised.
 
-``mixture.json`` (written by every training run): ``{"tau": float, "languages": {lang: {"tokens": n_i,
-"weight": q_i, "realised_tokens": int}}}`` where ``n_i`` are the language's available tokens and
-``q_i = n_i^tau / sum_j n_j^tau``.
+``mixture.json`` (written by every training run, schema of :func:`mmbert.data.mix.mixture_report`):
+``{"tau": float, "counts": "available" | "released", "languages": {lang: {"tokens": n_i, "weight": q_i,
+"realised_tokens": int, ...}}}``. With ``counts: available`` (folders, the sample) ``n_i`` are the language's
+available tokens and ``q_i = n_i^tau / sum_j n_j^tau``; with ``counts: released`` (the released mmBERT
+mixtures) ``n_i`` are the release's own tokens, already sampled, and ``q_i`` their shares (re-tempered only
+when the phase's tau differs from the release's). The ``natural`` share below is ``n_i / sum n_j`` either way.
 """
 
 from __future__ import annotations

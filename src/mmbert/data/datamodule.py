@@ -132,6 +132,14 @@ def _plan_language(mix: MixSpec, lang: str, n: int) -> _LanguagePlan:
     return _LanguagePlan(head[-1][0], [doc for _, doc in head[:-1]], True, note)
 
 
+def check_shape(seq_len: int, rows_per_step: int, where: str = "") -> None:
+    """Row length and micro-batch rows of the data; ``where`` prefixes the names (``data.``) in errors."""
+    if not isinstance(seq_len, int) or seq_len < 16:
+        raise DataError(f"{where}seq_len must be an integer >= 16, got {seq_len!r}")
+    if not isinstance(rows_per_step, int) or rows_per_step < 1:
+        raise DataError(f"{where}rows_per_step must be an integer >= 1, got {rows_per_step!r}")
+
+
 class MLMDataModule(L.LightningDataModule):
     """Packed, temperature-mixed, masked MLM batches from a mix spec (``conf/data_mix``).
 
@@ -185,10 +193,7 @@ class MLMDataModule(L.LightningDataModule):
             raise DataError(
                 f"mix must be a MixSpec (an instantiated data_mix config), got {type(mix).__name__}"
             )
-        if not isinstance(seq_len, int) or seq_len < 16:
-            raise DataError(f"seq_len must be an integer >= 16, got {seq_len!r}")
-        if not isinstance(rows_per_step, int) or rows_per_step < 1:
-            raise DataError(f"rows_per_step must be an integer >= 1, got {rows_per_step!r}")
+        check_shape(seq_len, rows_per_step)
         check_tau(tau)
         if num_workers < 0 or val_docs_per_lang < 0:
             raise DataError(
@@ -471,10 +476,12 @@ class MLMDataModule(L.LightningDataModule):
     def realised_tokens(self) -> dict[str, int]:
         return dict(self._realised)
 
-    def mixture_report(self) -> dict[str, Any]:
-        """``mixture.json`` (:func:`mmbert.data.mix.mixture_report`) plus this process's realised tokens."""
+    def mixture_report(self, budget_tokens: float | None = None) -> dict[str, Any]:
+        """``mixture.json`` (:func:`mmbert.data.mix.mixture_report`; ``budget_tokens``: the phase's) plus this
+        process's realised tokens."""
         self.setup("fit")
-        report = mixture_report(self.mix, self.tau, self.weights, self.token_counts)
+        available = self.mix.available_tokens()
+        report = mixture_report(self.mix, self.tau, self.weights, self.token_counts, budget_tokens, available)
         for lang, entry in report["languages"].items():
             entry["realised_tokens"] = self._realised[lang]
         report["excluded"] = dict(self.excluded)  # languages without usable training documents, and why

@@ -140,9 +140,14 @@ def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
     known = mix.known_counts()
     if known is None:
         raise _unmeasured(mix)
-    counts = {lang: known[lang] for lang in mix.languages}
+    # A language counted at 0 tokens has no usable document: training excludes it, and so does the plan.
+    counts = {lang: known[lang] for lang in mix.languages if known[lang] > 0}
+    if not counts:
+        raise DataError(f"mix {mix.name!r}: no language has a usable document")
     weights = mix.target_weights(tau, counts)
-    return mix, mixture_report(mix, tau, weights, counts, budget, mix.available_tokens())
+    report = mixture_report(mix, tau, weights, counts, budget, mix.available_tokens())
+    report["excluded"] = {lang: "no usable documents" for lang in mix.languages if lang not in counts}
+    return mix, report
 
 
 def _human(n: float) -> str:
@@ -175,6 +180,9 @@ def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: fl
     else:
         flagged = sum(e["passes"] is not None and e["passes"] > max_passes for _, e in entries)
         passes = f"{flagged} above max_passes={max_passes:g}"
+    excluded = sorted(report.get("excluded", {}))
+    if excluded:
+        passes += f"; excluded (no usable documents): {', '.join(excluded)}"
     lines.append(f"{len(entries)} languages ({len(entries) - min(top, len(entries))} not shown), "
                  f"{_human(total)} tokens, {passes}")  # fmt: skip
     return "\n".join(lines)

@@ -126,10 +126,14 @@ class StopAtTokens(L.Callback):
 
 
 class MixtureReportCallback(L.Callback):
-    """Writes ``mixture.json`` (target weights, then realised tokens) and logs ``data/tokens/<lang>``."""
+    """Writes ``mixture.json`` (target weights, the phase's planned tokens and passes, then realised tokens)
+    and logs ``data/tokens/<lang>``."""
 
-    def __init__(self, output_dir: str, log_every_n_steps: int = 50) -> None:
+    def __init__(
+        self, output_dir: str, log_every_n_steps: int = 50, budget_tokens: int | None = None
+    ) -> None:
         self.output_dir = Path(output_dir)
+        self.budget_tokens = budget_tokens
         self.log_every_n_steps = log_every_n_steps
         self.global_tokens: dict[str, int] = {}
 
@@ -144,7 +148,7 @@ class MixtureReportCallback(L.Callback):
     def _write(self, trainer) -> None:
         if not trainer.is_global_zero:
             return
-        report = _datamodule(trainer).mixture_report()
+        report = _datamodule(trainer).mixture_report(self.budget_tokens)
         for lang, entry in report["languages"].items():
             entry["realised_tokens"] = self.global_tokens.get(lang, 0)
         self.output_dir.mkdir(parents=True, exist_ok=True)
