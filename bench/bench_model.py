@@ -6,11 +6,15 @@ transformers runs them as a padded [B, L] batch with attention_mask and sparse p
 
     python bench/bench_model.py                       # CPU, mmBERT-small dims, fp32, docs of 64..512 tokens
     python bench/bench_model.py --device cuda --dtype bf16 --size base --max-doc-len 8192 --batch-tokens 65536
+
+``--json FILE`` also writes the figures (tokens/s best and median, MFU, peak step memory above the resident
+model and optimizer state on CUDA) for bench/gpu_check.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -21,6 +25,7 @@ from tqdm import tqdm
 
 from mmbert.hf import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.train.throughput import device_peak_flops, flops_per_token
 
 SIZES = {
     "tiny": dict(
@@ -41,8 +46,6 @@ SIZES = {
         num_attention_heads=12,
     ),
 }
-# Dense bf16 peak of the accelerators we report model FLOPs utilisation on.
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 @dataclass
@@ -103,9 +106,13 @@ class Trainer:
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-5, fused=True)
         self.bf16 = args.dtype == "bf16"
         self.device = device
+        self.peak_bytes = 0  # most memory a step took above what was resident before it (CUDA only)
 
     def step(self, i: int) -> float:
         self._sync()
+        if self.device.type == "cuda":
+            resident = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             loss = self.model(**self.inputs[i]).loss
@@ -113,24 +120,15 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self._sync()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        if self.device.type == "cuda":
+            step_peak = torch.cuda.max_memory_allocated(self.device) - resident
+            self.peak_bytes = max(self.peak_bytes, step_peak)
+        return seconds
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-
-
-def flops_per_token(cfg: MmBertConfig, mean_doc_len: float, mask_rate: float) -> float:
-    """Training FLOPs per real token: 6 x matmul parameters, attention scores and values, sparse decoder."""
-    H, I, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
-    layer_params = 3 * H * H + H * H + 2 * H * I + I * H
-    dense = 6 * (n_layers * layer_params)
-    n_global = sum(cfg.is_global_layer(i) for i in range(n_layers))
-    keys_global = mean_doc_len
-    keys_local = min(mean_doc_len, cfg.local_attention + 1)
-    attention = 12 * H * (n_global * keys_global + (n_layers - n_global) * keys_local)
-    head = 6 * mask_rate * (H * H + H * cfg.vocab_size)
-    return dense + attention + head
 
 
 def main() -> None:
@@ -152,6 +150,7 @@ def main() -> None:
     parser.add_argument("--attn-backend", default="auto", help="mmbert attention backend")
     parser.add_argument("--hf-attn", default="sdpa", help="transformers attn_implementation")
     parser.add_argument("--skip-hf", action="store_true", help="time mmbert only")
+    parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     if args.steps < 1 or args.warmup < 0:
         parser.error("--steps must be >= 1 and --warmup >= 0")
@@ -189,11 +188,9 @@ def main() -> None:
             if i >= args.warmup:
                 rates[name].append(tokens[i - args.warmup] / seconds)
 
-    peak = next(
-        (v for k, v in PEAK_TFLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name()),
-        None,
-    )
-    flops = flops_per_token(cfg, mean_len, args.mask_rate)
+    peak = device_peak_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    # Global layers attend over the document: the mean length a token sees stands in for the row length.
+    flops = flops_per_token(cfg, round(mean_len), args.mask_rate)
     print(
         f"\n{args.size} dims, {args.device} {args.dtype}, docs {args.min_doc_len}..{args.max_doc_len} tokens, "
         f"{statistics.mean(tokens):.0f} real tokens/step, mask rate {args.mask_rate}, {args.steps} timed steps"
@@ -201,7 +198,7 @@ def main() -> None:
     header = f"{'real tokens/s':34s} {'best':>10s} {'median':>10s}"
     print(header + ("  MFU (best)" if peak else ""))
     for name, values in rates.items():
-        mfu = f"  {100 * max(values) * flops / (peak * 1e12):10.1f}%" if peak else ""
+        mfu = f"  {100 * max(values) * flops / peak:10.1f}%" if peak else ""
         print(f"{name:34s} {max(values):10.0f} {statistics.median(values):10.0f}{mfu}")
     if len(rates) == 2:
         ours, theirs = rates.values()
@@ -209,6 +206,19 @@ def main() -> None:
             f"{'speed-up (mmbert / transformers)':34s} {max(ours) / max(theirs):9.2f}x "
             f"{statistics.median(ours) / statistics.median(theirs):9.2f}x"
         )
+    if args.json:
+        figures = {
+            name: {
+                "tokens_per_s_best": max(values),
+                "tokens_per_s_median": statistics.median(values),
+                "mfu_best": max(values) * flops / peak if peak else None,
+                "peak_step_bytes": trainers[name].peak_bytes if device.type == "cuda" else None,
+            }
+            for name, values in rates.items()
+        }
+        setup = {k: v for k, v in vars(args).items() if k != "json"}
+        with open(args.json, "w") as f:
+            json.dump({"setup": setup, "device": str(device), "results": figures}, f, indent=1)
 
 
 if __name__ == "__main__":

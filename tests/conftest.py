@@ -88,3 +88,15 @@ def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
     """(step, value) of every row of the run's csv/metrics.csv that has `key`, in file order (repeats kept)."""
     rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
     return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests skip, saying why, where no CUDA device is (``pytest -m gpu`` on a CPU machine)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -9,7 +9,9 @@ from mmbert.train.callbacks import (
     MixtureReportCallback,
     StepCheckpoint,
     StopAtTokens,
+    ThroughputMonitor,
     TokenCheckpoint,
+    TokenProgressBar,
 )
 from mmbert.train.module import MLMModule, NonFiniteLossError
 from mmbert.train.optim import StableAdamW, adamw, param_groups
@@ -30,7 +32,9 @@ __all__ = [
     "StableAdamW",
     "StepCheckpoint",
     "StopAtTokens",
+    "ThroughputMonitor",
     "TokenCheckpoint",
+    "TokenProgressBar",
     "adamw",
     "param_groups",
 ]
