@@ -34,7 +34,7 @@ def test_option_composes_and_instantiates(group, option, tmp_path):
         cfg.trainer.precision = "32-true"
         if option == "fsdp":
             strategy = hydra.utils.instantiate(cfg.trainer.strategy)
-            assert type(strategy).__name__ == "FSDPStrategy"
+            assert type(strategy).__name__ == "FSDP2Strategy"
             cfg.trainer.strategy = "auto"
         else:
             with open_dict(cfg.trainer):

@@ -52,4 +52,4 @@ def test_the_progress_bar_counts_tokens_of_the_budget(compose_fast, tmp_path, ca
     run(compose_fast("trainer.enable_progress_bar=true", output_dir=tmp_path / "run"))
     err = capsys.readouterr().err
     assert "/3.00M [" in err, "tokens seen out of the phase's 3M-token budget"
-    assert "ktok/s" in err and "<" in err and "loss=" in err and "step=6" in err, "rate, ETA, loss, step"
+    assert "tok/s" in err and "<" in err and "loss=" in err and "step=6" in err, "rate, ETA, loss, step"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,17 +20,52 @@ from torch import Tensor, nn
 from mmbert.model.attention import SdpaLayout, select_attn_backend
 from mmbert.model.config import MmBertConfig, require_positive
 from mmbert.model.layers import MmBertEmbeddings, MmBertEncoderLayer, MmBertPredictionHead, PackedBatch
-from mmbert.model.loss import IGNORE_INDEX, linear_cross_entropy
+from mmbert.model.loss import IGNORE_INDEX, compute_dtype, linear_cross_entropy, linear_logits
 from mmbert.model.padding import Unpadded, unpad
 from mmbert.model.rope import positions_in_documents, rope_cos_sin
 
 
+@dataclass(frozen=True)
+class DeferredLogits:
+    """The logits of a labelled call, computed only when read: the fused loss never materialises them."""
+
+    head_nH: Tensor  # the prediction head's output the loss was computed from
+    weight_VH: Tensor
+    bias_V: Tensor
+    dtype: torch.dtype  # the forward's compute dtype (the autocast dtype under autocast)
+    grad_enabled: bool  # the forward's grad mode
+    unpadded: Unpadded | None  # dense prediction on a padded call: repad [T, V] to [B, L, V]
+
+    def compute(self) -> Tensor:
+        with torch.set_grad_enabled(self.grad_enabled):
+            logits = linear_logits(self.head_nH, self.weight_VH, self.bias_V, self.dtype)
+            return logits if self.unpadded is None else self.unpadded.repad(logits)
+
+
 @dataclass
 class MaskedLMOutput:
+    """Output of MmBertForMaskedLM.
+
+    `logits`: sparse prediction with labels, [n, V] in the order of labels[labels != -100]; otherwise [T, V]
+    packed / [B, L, V] padded. Without labels they are computed in the forward, as before. With labels (the
+    training and validation path) the forward only computes the loss and `predictions`, chunk by chunk, and
+    the logits are computed on the first read of `.logits` from the head output kept here, in the forward's
+    compute dtype and grad mode, with the decoder weights of that moment: read them before an optimizer step
+    changes the weights. Reading them allocates the [n, V] the loss avoided.
+    """
+
     loss: Tensor | None
-    # Sparse prediction with labels: [n, V] in the order of labels[labels != -100]; otherwise [T, V] / [B, L, V].
-    logits: Tensor
     last_hidden_state: Tensor  # after final_norm: [T, H] packed / [B, L, H] padded
+    # With labels: the argmax token [n] of every labelled position, in the order of labels[labels != -100]
+    # (no grad); None without labels.
+    predictions: Tensor | None
+    _logits: Tensor | DeferredLogits = field(repr=False)
+
+    @property
+    def logits(self) -> Tensor:
+        if isinstance(self._logits, DeferredLogits):
+            self._logits = self._logits.compute()
+        return self._logits
 
 
 class MmBertModel(nn.Module):
@@ -169,6 +204,12 @@ class MmBertForMaskedLM(nn.Module):
         attention_mask: Tensor | None = None,
         labels: Tensor | None = None,
     ) -> MaskedLMOutput:
+        """MLM forward; see MaskedLMOutput for what each field holds.
+
+        Without labels: logits of every real token. With labels (-100 = not predicted): the fp32 mean cross
+        entropy and the argmax `predictions` of the labelled positions, from a fused decoder + loss that
+        never holds [n, V]; the logits are then computed only if `.logits` is read.
+        """
         if labels is not None and labels.shape != input_ids.shape:
             raise ValueError(
                 f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}"
@@ -193,34 +234,43 @@ class MmBertForMaskedLM(nn.Module):
                 unpadded.max_seqlen,
                 sparse_embedding_grad=labels_T is not None,
             )
-            loss, logits, sparse = self._mlm(hidden_TH, labels_T)
-            return MaskedLMOutput(
-                loss=loss,
-                logits=logits if sparse else unpadded.repad(logits),
-                last_hidden_state=unpadded.repad(hidden_TH),
-            )
+            loss, predictions, logits = self._mlm(hidden_TH, labels_T, unpadded)
+            return MaskedLMOutput(loss, unpadded.repad(hidden_TH), predictions, logits)
         _check_packed_inputs(input_ids, cu_seqlens, attention_mask)
         # With labels, the loss gives the tied decoder weight a dense gradient that the embedding's sparse one
         # is added into.
         hidden_TH = self.model.forward_packed(
             input_ids, cu_seqlens, max_seqlen, sparse_embedding_grad=labels is not None
         )
-        loss, logits, _ = self._mlm(hidden_TH, labels)
-        return MaskedLMOutput(loss=loss, logits=logits, last_hidden_state=hidden_TH)
+        loss, predictions, logits = self._mlm(hidden_TH, labels, None)
+        return MaskedLMOutput(loss, hidden_TH, predictions, logits)
 
-    def _mlm(self, hidden_TH: Tensor, labels_T: Tensor | None) -> tuple[Tensor | None, Tensor, bool]:
-        """(loss, logits, whether logits are sparse)."""
+    def _mlm(
+        self, hidden_TH: Tensor, labels_T: Tensor | None, unpadded: Unpadded | None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | DeferredLogits]:
+        """(loss, predictions, logits) as MaskedLMOutput holds them; `unpadded` repads a padded call's dense
+        logits."""
         if labels_T is None:
-            return None, self.decoder(self.head(hidden_TH)), False
+            logits = self.decoder(self.head(hidden_TH))
+            return None, None, logits if unpadded is None else unpadded.repad(logits)
         _check_labels(labels_T, self.config.vocab_size)
         sparse = self.config.sparse_prediction
+        labelled_T = labels_T != IGNORE_INDEX
         if sparse:
-            index_n = (labels_T != IGNORE_INDEX).nonzero().squeeze(1)
+            index_n = labelled_T.nonzero().squeeze(1)
             hidden_TH, labels_T = hidden_TH.index_select(0, index_n), labels_T.index_select(0, index_n)
-        loss, logits = linear_cross_entropy(
-            self.head(hidden_TH), self.decoder.weight, self.decoder.bias, labels_T.long()
+        head_nH = self.head(hidden_TH)
+        weight_VH, bias_V = self.decoder.weight, self.decoder.bias
+        loss, predictions_n = linear_cross_entropy(head_nH, weight_VH, bias_V, labels_T.long())
+        logits = DeferredLogits(
+            head_nH,
+            weight_VH,
+            bias_V,
+            compute_dtype(head_nH, weight_VH),
+            torch.is_grad_enabled(),
+            None if sparse else unpadded,
         )
-        return loss, logits, sparse
+        return loss, predictions_n if sparse else predictions_n[labelled_T], logits
 
 
 def _std_out(cfg: MmBertConfig) -> float:

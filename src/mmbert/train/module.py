@@ -43,7 +43,7 @@ class MLMModule(L.LightningModule):
         init_from: str | None = None,
         init_mode: str = "weights",
         tokenizer: str | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         on_nonfinite: str = "stop",
     ) -> None:
         super().__init__()
@@ -62,7 +62,7 @@ class MLMModule(L.LightningModule):
                 "init_from": None if init_from is None else str(init_from),
                 "init_mode": init_mode,
                 "tokenizer": None if tokenizer is None else str(tokenizer),
-                "compile": bool(compile),
+                "compile": compile if isinstance(compile, str) else bool(compile),
                 "on_nonfinite": on_nonfinite,
             }
         )
@@ -80,10 +80,21 @@ class MLMModule(L.LightningModule):
                         f"model.init_from={init_from} has none"
                     )
                 self._init_optimizer_state = ckpt["optimizer_states"][0]
-        self._compiled: Callable | None = None
         if compile:
-            # Kept out of the module tree so state_dict names stay those of the plain model.
-            self.__dict__["_compiled"] = torch.compile(self.net, dynamic=True)
+            # Regional compile, in place (nn.Module.compile), so the module tree and state_dict names stay
+            # the plain model's: each encoder layer and the MLM head (as ModernBERT compiled its MLP and head).
+            # The packed attention stays eager: its per-batch document layout (SDPA's length buckets, read on
+            # the host) would otherwise guard every graph and recompile on each new packing. Token counts
+            # vary (rows per micro-batch, masked positions), hence dynamic shapes. True means inductor; a
+            # string names the backend (aot_eager, eager: debugging).
+            backend = "inductor" if compile is True else str(compile)
+            if backend not in torch._dynamo.list_backends(exclude_tags=()):
+                raise ValueError(f"module.compile={compile!r}: not a torch.compile backend")
+            for layer in self.net.model.layers:
+                attn = layer.attn
+                attn.forward = torch.compiler.disable(type(attn).forward).__get__(attn)
+                layer.compile(backend=backend, dynamic=True)
+            self.net.head.compile(backend=backend, dynamic=True)
         self.val_languages: list[str] = []
 
     # ---------------------------------------------------------------- setup
@@ -95,8 +106,7 @@ class MLMModule(L.LightningModule):
         self.val_loss_all = MeanMetric()
 
     def forward(self, **batch) -> object:
-        fn = self._compiled or self.net
-        return fn(**batch)
+        return self.net(**batch)
 
     def _model_inputs(self, batch: dict) -> dict:
         return {
@@ -163,8 +173,8 @@ class MLMModule(L.LightningModule):
         target = labels[labels != -100]
         if target.numel() == 0:
             return
-        logits = out.logits if out.logits.shape[0] == target.shape[0] else out.logits[labels != -100]
-        acc = (logits.argmax(-1) == target).float().mean()
+        # The fused loss's argmax, computed chunk by chunk: reading out.logits would allocate [n, V].
+        acc = (out.predictions == target).float().mean()
         n = target.numel()
         lang = self.val_languages[dataloader_idx] if self.val_languages else "all"
         if lang in self.val_loss:
@@ -187,6 +197,15 @@ class MLMModule(L.LightningModule):
         self.val_acc.reset()
 
     # ---------------------------------------------------------------- optimisation
+    def configure_model(self) -> None:
+        # FSDP2 (mmbert.train.strategies.FSDP2Strategy) shards the encoder here, one unit per layer;
+        # load_from_checkpoint calls this hook without a trainer.
+        if self._trainer is None:
+            return
+        parallelize = getattr(self.trainer.strategy, "parallelize", None)
+        if parallelize is not None:
+            parallelize(self.net)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Hydra gives a functools.partial; its weight_decay goes to the matrices' group only.
         weight_decay = getattr(self.optimizer_factory, "keywords", {}).get("weight_decay", 0.0)
