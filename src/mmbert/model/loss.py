@@ -80,6 +80,20 @@ def _chunk_logits(xc_nH: Tensor, wc_VH: Tensor, bc_V: Tensor, cols: slice, buffe
     return torch.addmm(bc_V[cols], xc_nH, wc_VH[cols].t(), out=out_nC)
 
 
+def _chunk_probs(
+    xc_nH: Tensor, wc_VH: Tensor, bc_V: Tensor, lse_n: Tensor, cols: slice, buffers: _ChunkBuffers
+) -> Tensor:
+    """fp32 softmax probabilities exp(logits - lse) of one vocabulary chunk."""
+    width = cols.stop - cols.start
+    if xc_nH.dtype == torch.float32:
+        # lse goes into the matmul's bias, saving a pass over the chunk.
+        shifted_nC = torch.sub(bc_V[cols], lse_n[:, None], out=buffers.work_nC(width))
+        return shifted_nC.addmm_(xc_nH, wc_VH[cols].t()).exp_()
+    # Reduced precision: the forward's lse came from the rounded logits, so subtract it after rounding.
+    logits_nC = _chunk_logits(xc_nH, wc_VH, bc_V, cols, buffers)
+    return torch.sub(logits_nC, lse_n[:, None], out=buffers.work_nC(width)).exp_()
+
+
 def _online_softmax_stats(
     xc_nH: Tensor, wc_VH: Tensor, bc_V: Tensor, target_n: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -156,12 +170,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         buffers = _ChunkBuffers(n, step, xc_nH.dtype, device)
         with torch.autocast(device.type, enabled=False):
             for cols in chunks:
-                logits_nC = _chunk_logits(xc_nH, wc_VH, bc_V, cols, buffers)
-                probs_nC = torch.sub(logits_nC, lse_n[:, None], out=buffers.work_nC(logits_nC.shape[1]))
-                probs_nC.exp_()
+                probs_nC = _chunk_probs(xc_nH, wc_VH, bc_V, lse_n, cols, buffers)
                 grad_b_V[cols] = row_scale_n @ probs_nC
                 if probs_nC.dtype != xc_nH.dtype:
-                    probs_nC = logits_nC.copy_(probs_nC)
+                    probs_nC = buffers.logits_nC(probs_nC.shape[1]).copy_(probs_nC)
                 if probs_nC.dtype == torch.float32:
                     grad_x_nH.addmm_(probs_nC, wc_VH[cols])
                 else:
