@@ -5,29 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import VOCAB, tiny_config
 
 import mmbert.model.modeling as modeling
-from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.model import MmBertForMaskedLM
 
-VOCAB = 300
 # Documents longer than the local window (|i - j| <= 4), one past the blocked-attention threshold (8 windows).
 LENGTHS = [45, 7, 30, 1, 33, 12, 70]
 
 
 def make_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
-    fields: dict[str, object] = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        local_attention=8,
-        global_attn_every_n_layers=3,
-        attn_backend="sdpa",
-    )
-    fields.update(overrides)
     torch.manual_seed(seed)
-    return MmBertForMaskedLM(MmBertConfig(**fields))
+    return MmBertForMaskedLM(tiny_config(**overrides))
 
 
 def packed_batch(device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]:
