@@ -19,11 +19,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from test_train_ddp import FixedSteps
 from torch import nn
-from torch.utils.data import DataLoader
 
 from mmbert.data import MLMDataModule, SampleMix
-from mmbert.data.batch import StepBatch
 from mmbert.train import MLMModule
 from mmbert.train.optim import StableAdamW, param_groups
 from mmbert.train.strategies import FSDP2Strategy, fsdp_strategy
@@ -203,21 +202,6 @@ class _ShardedMLM(MLMModule):
             parallelize(self.net)
 
 
-class _FixedSteps(L.LightningDataModule):
-    """Steps of MICRO micro-batches over all ranks; rank r of w takes micro-batches r, r + w, ..."""
-
-    def __init__(self, batches: list[dict]) -> None:
-        super().__init__()
-        self.batches = batches
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        steps = [
-            StepBatch(self.batches[i + rank : i + MICRO : world]) for i in range(0, len(self.batches), MICRO)
-        ]
-        return DataLoader(steps, batch_size=None, shuffle=False)
-
-
 def _mlm_batches() -> list[dict]:
     dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_step=2, tau=0.7, mask_ratio=0.3)
     dm.setup("fit")
@@ -241,7 +225,7 @@ def _fit(strategy, devices: int, batches: list[dict]) -> tuple[MLMModule, L.Trai
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    trainer.fit(module, datamodule=_FixedSteps(batches))
+    trainer.fit(module, datamodule=FixedSteps(batches, MICRO))
     return module, trainer
 
 

@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_model import tiny_config
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmbert.model.loss as loss_module
-from mmbert.model import MmBertConfig, MmBertForMaskedLM, linear_cross_entropy
+from mmbert.model import MmBertForMaskedLM, linear_cross_entropy
 from mmbert.model.loss import linear_logits
 
 N, H, V = 29, 16, 1000
@@ -130,16 +131,9 @@ VOCAB = 700
 
 def tiny_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
     torch.manual_seed(seed)
-    fields: dict[str, object] = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        local_attention=8,
-        attn_backend="sdpa",
-    )
-    return MmBertForMaskedLM(MmBertConfig(**(fields | overrides))).eval()
+    return MmBertForMaskedLM(
+        tiny_config(**({"vocab_size": VOCAB, "num_hidden_layers": 2} | overrides))
+    ).eval()
 
 
 def packed_batch(seed: int = 1, rate: float = 0.3) -> dict[str, torch.Tensor | int]:

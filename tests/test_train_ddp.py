@@ -28,16 +28,16 @@ TINY = dict(
 )
 
 
-class _FixedBatches(L.LightningDataModule):
-    """Steps of two micro-batches over all ranks: rank r of w takes micro-batches r, r + w, ... of each."""
+class FixedSteps(L.LightningDataModule):
+    """Optimizer steps of `micro` micro-batches over all ranks; rank r of w takes micro-batches r, r + w, ..."""
 
-    def __init__(self, batches: list[dict]) -> None:
+    def __init__(self, batches: list[dict], micro: int = 2) -> None:
         super().__init__()
-        self.batches = batches
+        self.batches, self.micro = batches, micro
 
     def train_dataloader(self) -> DataLoader:
-        rank, world = self.trainer.global_rank, self.trainer.world_size
-        steps = [StepBatch(self.batches[i + rank : i + 2 : world]) for i in range(0, len(self.batches), 2)]
+        rank, world, m = self.trainer.global_rank, self.trainer.world_size, self.micro
+        steps = [StepBatch(self.batches[i + rank : i + m : world]) for i in range(0, len(self.batches), m)]
         return DataLoader(steps, batch_size=None, shuffle=False)
 
 
@@ -101,7 +101,7 @@ def _fit(
         enable_model_summary=False,
         callbacks=[_SaveWeights(out), _RecordSteps(out)],
     )
-    trainer.fit(module, datamodule=_FixedBatches(batches))
+    trainer.fit(module, datamodule=FixedSteps(batches))
     return torch.load(out, weights_only=True)
 
 
