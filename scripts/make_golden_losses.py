@@ -56,41 +56,18 @@ OVERRIDES = [
 ]
 
 
-def compose(output_dir: Path, extra: list[str] | None = None):
-    """conf/train.yaml composed with OVERRIDES (and `extra`) and Hydra's runtime set, as train.py would."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    import mmbert.config  # noqa: F401  (resolvers)
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = hydra_compose(
-            config_name="train", overrides=[*OVERRIDES, *(extra or [])], return_hydra_config=True
-        )
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.paths.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
 def train_losses(output_dir: Path, extra: list[str] | None = None) -> list[float]:
     """Runs the golden run into `output_dir` and returns train/loss of steps 0 .. STEPS - 1."""
     import csv
 
+    from mmbert.config import compose_train
     from mmbert.train.run import run
 
     # Relative paths of the config (data/sample, data/tokenizer) are taken from the repository root.
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        run(compose(output_dir, extra))
+        run(compose_train([*OVERRIDES, *(extra or [])], output_dir=output_dir))
     finally:
         os.chdir(cwd)
     rows = csv.DictReader((output_dir / "csv" / "metrics.csv").read_text().splitlines())

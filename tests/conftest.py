@@ -7,12 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-import mmbert.config  # noqa: F401  (resolvers)
+import mmbert.config
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -38,17 +35,7 @@ FAST = [
 
 def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
     """Composes conf/train.yaml with Hydra's runtime values set, as `python train.py ...` would."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    if output_dir is not None:
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(output_dir)
-            cfg.paths.output_dir = str(output_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
+    return mmbert.config.compose_train(overrides, output_dir=output_dir, conf_dir=CONF)
 
 
 @pytest.fixture

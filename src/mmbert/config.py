@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from hydra.errors import InstantiationException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,34 @@ def register_resolvers() -> None:
 
 
 register_resolvers()
+
+
+def compose_train(
+    overrides: list[str], output_dir: Path | None = None, conf_dir: Path | None = None
+) -> DictConfig:
+    """``conf/train.yaml`` composed with ``overrides`` as ``python train.py`` composes it, Hydra's run-time
+    config set (``${hydra:...}`` resolves; ``output_dir`` becomes the run folder), for running
+    :func:`mmbert.train.run.run` in-process (tests, scripts)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from mmbert.data.paths import repo_root
+
+    register_resolvers()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir or repo_root() / "conf"), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=list(overrides), return_hydra_config=output_dir is not None
+        )
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(output_dir)
+            cfg.paths.output_dir = str(output_dir)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
