@@ -62,7 +62,7 @@ def test_unequal_files_are_drawn_at_their_share(tmp_path: Path) -> None:
 
 
 def test_each_epoch_is_still_a_partition_of_the_files(tmp_path: Path) -> None:
-    source, origin = text_files(tmp_path, [3] * 10)
+    source, _ = text_files(tmp_path, [3] * 10)
     for epoch in range(SHARDS + 2):
         owned = []
         for shard in range(SHARDS):
