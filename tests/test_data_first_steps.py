@@ -19,8 +19,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import FolderMix, MLMDataModule
 from mmbert.data.counts import CACHE_NAME
-from mmbert.data.mix import discover_languages
-from mmbert.data.mixing import TokenSampler
+from mmbert.data.mixspec import discover_languages
+from mmbert.data.sampling import TokenSampler
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import mmbert.data.counts as counts_module
-import mmbert.data.mix as mix_module
+import mmbert.data.mixspec as mix_module
 from mmbert.data import SampleMix
 from mmbert.data.plan import compose_train, main, plan
 

@@ -51,6 +51,7 @@ from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsWriter, merge_index
+from mmbert.data.mixspec import discover_languages
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SkipCounter, file_format
 from mmbert.data.sources import FileSource, HubSource, Source
@@ -104,8 +105,6 @@ def sources(cfg: PrepareConfig) -> dict[str, Source]:
     root = resolve_path(cfg.source)
     if not root.is_dir():
         raise DataError(f"prepare: source {root} is not a folder (or hub:REPO)")
-    from mmbert.data.mix import discover_languages  # the FineWeb2 layout has one home
-
     try:
         folders = discover_languages(root)
     except DataError:

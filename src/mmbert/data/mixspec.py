@@ -18,7 +18,7 @@ What the token counts are, and so how a phase's ``tau`` turns them into target s
   tau (an ablation) re-tempers the entries not in ``fixed_shares`` from their implied available tokens
   ``n_i ~ share_i^(1 / released_tau)``, keeping their total share, while the ``fixed_shares`` entries
   (sources outside the temperature sampling, e.g. English and code) keep theirs
-  (:func:`mmbert.data.mixing.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
+  (:func:`mmbert.data.sampling.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
   then read at their sizes whatever the tau.
 
 Relative paths are resolved against the repository root (:mod:`mmbert.data.paths`).
@@ -47,9 +47,9 @@ from mmbert.data.counts import (
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsShard, find_shards
-from mmbert.data.mixing import check_tau, released_weights, temperature_weights
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SUFFIXES, file_format
+from mmbert.data.sampling import check_tau, released_weights, temperature_weights
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source, hub_configs
 from mmbert.data.tokenizer import load_tokenizer
 
