@@ -128,6 +128,36 @@ def test_flat_jsonl_and_parquet_folders(tmp_path: Path, tok) -> None:
     assert (tmp_path / "named" / "custom" / "index.json").is_file()
 
 
+def test_a_hub_dataset_source(tmp_path: Path, tok) -> None:
+    """``source=hub:REPO`` through ``datasets`` streaming, on a local folder laid out like a hub repository."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    repo, card = tmp_path / "fineweb-2", ["---", "configs:"]
+    texts = SampleMix(subset="decay-all").train_source("rus_Cyrl").first_docs(90)
+    expected = {}
+    for c, config in enumerate(("rus_Cyrl", "fao_Latn")):
+        card += [
+            f"- config_name: {config}",
+            "  data_files:",
+            "  - split: train",
+            f"    path: data/{config}/train/*",
+        ]
+        folder = repo / "data" / config / "train"
+        folder.mkdir(parents=True)
+        mine = texts[c * 45 : (c + 1) * 45]
+        for f in range(2):
+            pq.write_table(pa.table({"text": mine[f::2]}), folder / f"{f:03d}.parquet", row_group_size=8)
+        ordered = mine[0::2] + mine[1::2]
+        expected[config] = [
+            [tok.bos_token_id, *e.ids]
+            for e in tok.backend_tokenizer.encode_batch_fast(ordered, add_special_tokens=False)
+        ]
+    (repo / "README.md").write_text("\n".join([*card, "---", ""]))
+    counts = run(tmp_path / "out", f"source=hub:{repo}", "languages=[rus_Cyrl,fao_Latn]", "workers=2")
+    for config, records in expected.items():
+        assert [ids for _, ids in read_records(tmp_path / "out" / config)] == records
+        assert counts[config] == {"tokens": sum(len(r) + 1 for r in records), "docs": len(records)}
+
+
 def test_a_rerun_redoes_only_unfinished_parts(tmp_path: Path) -> None:
     out = tmp_path / "mds"
     args = ("source=data/sample", "languages=[eng_Latn,cmn_Hani]", "workers=1")

@@ -3,7 +3,7 @@
 The ``conf/data_mix/*.yaml`` files instantiate one of these (``_target_`` + arguments):
 
 - :class:`SampleMix`: the embedded sample corpus ``data/sample`` and one of its subsets;
-- :class:`FolderMix`: any local FineWeb2-layout folder (token counts measured once and cached);
+- :class:`FolderMix`: any local FineWeb2-layout folder (token counts estimated from a sample or counted, once, and cached);
 - :class:`HubMix`: the released mmBERT mixtures over hub datasets (token counts from the release);
 - :class:`MdsMix`: pre-tokenized MDS shards.
 
