@@ -177,6 +177,8 @@ def test_a_rerun_redoes_only_unfinished_parts(tmp_path: Path) -> None:
     }
     assert not list(out.rglob(".*.tmp"))
     assert {lang: read_records(out / lang) for lang in reference} == reference
+    with pytest.raises(DataError, match=r"other settings \(chunk: 0 -> 64\)"):
+        run(out, *args, "chunk=64")
 
 
 def test_bad_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

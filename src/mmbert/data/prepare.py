@@ -18,6 +18,7 @@ What it writes under ``out`` (read by ``data_mix=mds data_mix.path=OUT`` and by 
   ``<eos>`` (the reader strips both if present, and the pipeline frames every chunk ``<bos> ... <eos>``);
   with ``chunk=N`` (the release: 8192) a document becomes records of at most ``N`` tokens, each starting
   with ``<bos>``;
+- ``mmbert_prepare.json``: the settings the parts were written with (a rerun with others is refused);
 - ``mmbert_token_counts.json``: each language's exact tokens and documents, as ``data_mix=mds`` counts them
   (body + ``<bos>``/``<eos>`` per record), so neither training nor the mixture plan counts again.
 
@@ -47,7 +48,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes
+from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes, tokenizer_fingerprint
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsWriter, merge_index
@@ -61,6 +62,7 @@ log = logging.getLogger(__name__)
 
 COLUMNS = {"input_ids": "ndarray:uint32", "id": "str"}
 PARTS_DONE = "counts.json"  # written last inside a part: the part's tokens and documents
+SETTINGS = "mmbert_prepare.json"  # how the parts under out/ were written
 
 
 @dataclass
@@ -226,6 +228,24 @@ def finish_language(out: Path, lang: str, cache: CountCache) -> None:
     cache.put("mds", lang, shards, tokens, docs)
 
 
+def _check_settings(out: Path, cfg: PrepareConfig, tok_key: str) -> None:
+    """Parts done by an earlier run are reused only if they were written the same way."""
+    settings = {"tokenizer": tok_key, "chunk": cfg.chunk, "compression": cfg.compression,
+                "text_field": cfg.text_field, "split": cfg.split}  # fmt: skip
+    path = out / SETTINGS
+    if path.exists():
+        before = json.loads(path.read_text())
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise DataError(
+                f"{out} holds shards prepared with other settings ({what}): use another out= or delete it"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1) + "\n")
+
+
 def _check(cfg: PrepareConfig) -> None:
     for key in ("source", "out"):
         if getattr(cfg, key) in ("???", "", None):
@@ -244,10 +264,10 @@ def _check(cfg: PrepareConfig) -> None:
 def prepare(cfg: PrepareConfig) -> dict[str, dict[str, int]]:
     """Writes the shards of every source; ``{lang: {"tokens", "docs"}}``."""
     _check(cfg)
-    load_tokenizer(cfg.tokenizer)  # fails here, not in a worker, for a bad name
+    tok = load_tokenizer(cfg.tokenizer)  # fails here, not in a worker, for a bad name
     out = resolve_path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     srcs = sources(cfg)
+    _check_settings(out, cfg, tokenizer_fingerprint(tok))
     tasks = [Task(lang, f, src, f) for lang, src in srcs.items() for f in range(len(src.files()))]
     todo = [t for t in tasks if not (part_dir(out, t) / PARTS_DONE).exists()]
     workers = min(cfg.workers or os.cpu_count() or 1, max(len(todo), 1))
