@@ -180,7 +180,7 @@ def _check_counts(counts: Mapping[str, Any], where: str) -> dict[str, int]:
     return out
 
 
-def _data_files(folder: Path) -> list[Path]:
+def data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and file_format(p) is not None)
 
 
@@ -198,7 +198,7 @@ def discover_languages(root: Path) -> dict[str, Path]:
             continue
         if lang in found:
             raise DataError(f"{base}: folders {found[lang].name!r} and {d.name!r} are both language {lang!r}")
-        if not _data_files(d / "train"):
+        if not data_files(d / "train"):
             raise DataError(f"{d / 'train'}: language folder without data files ({', '.join(SUFFIXES)})")
         found[lang] = d
     if not found:
@@ -261,14 +261,14 @@ class FolderMix(MixSpec):
         return list(self._languages)
 
     def train_files(self, lang: str) -> list[Path]:
-        return _data_files(self.folders[lang] / "train")
+        return data_files(self.folders[lang] / "train")
 
     def train_source(self, lang: str, holdout: int = 0) -> Source:
         return FileSource(lang, self.train_files(lang), self.text_field, holdout)
 
     def val_source(self, lang: str) -> Source | None:
         test = self.folders[lang] / "test"
-        files = _data_files(test) if test.is_dir() else []
+        files = data_files(test) if test.is_dir() else []
         return FileSource(lang, files, self.text_field) if files else None
 
     def _train_files(self) -> dict[str, list[str]]:

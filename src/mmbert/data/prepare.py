@@ -52,7 +52,7 @@ from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsWriter, merge_index
-from mmbert.data.mixspec import discover_languages
+from mmbert.data.mixspec import data_files, discover_languages
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SkipCounter, file_format
 from mmbert.data.sources import FileSource, HubSource, Source
@@ -93,8 +93,9 @@ class Task:
 
 
 # -------------------------------------------------------------------------------------------- sources
-def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and file_format(p) is not None)
+def _fineweb_layout(root: Path) -> bool:
+    base = root / "data" if (root / "data").is_dir() else root
+    return any((d / "train").is_dir() for d in base.iterdir() if d.is_dir())
 
 
 def sources(cfg: PrepareConfig) -> dict[str, Source]:
@@ -107,24 +108,26 @@ def sources(cfg: PrepareConfig) -> dict[str, Source]:
     root = resolve_path(cfg.source)
     if not root.is_dir():
         raise DataError(f"prepare: source {root} is not a folder (or hub:REPO)")
-    try:
-        folders = discover_languages(root)
-    except DataError:
-        folders = {}
-    if folders:
-        wanted = cfg.languages or list(folders)
-        unknown = [lang for lang in wanted if normalize_language(lang) not in folders]
-        if unknown:
-            raise DataError(f"prepare: languages {unknown} not in {root} (have {sorted(folders)})")
-        picked = [normalize_language(lang) for lang in wanted]
-        return {
-            lang: FileSource(lang, _data_files(folders[lang] / cfg.split), cfg.text_field) for lang in picked
-        }
-    files = _data_files(root)
-    if not files:
-        raise DataError(f"prepare: {root} holds no language folders and no data files")
-    name = cfg.name or normalize_language(root.name) or root.name
-    return {name: FileSource(name, files, cfg.text_field)}
+    if not _fineweb_layout(root):
+        files = data_files(root)
+        if not files:
+            raise DataError(
+                f"prepare: {root} holds no language folders ({{iso}}_{{Script}}/train/) and no data files"
+            )
+        name = cfg.name or normalize_language(root.name) or root.name
+        return {name: FileSource(name, files, cfg.text_field)}
+    folders = discover_languages(root)
+    wanted = cfg.languages or list(folders)
+    unknown = [lang for lang in wanted if normalize_language(lang) not in folders]
+    if unknown:
+        raise DataError(f"prepare: languages {unknown} not in {root} (have {sorted(folders)})")
+    out = {}
+    for lang in map(normalize_language, wanted):
+        files = data_files(folders[lang] / cfg.split)
+        if not files:
+            raise DataError(f"prepare: {folders[lang] / cfg.split} holds no data files (split={cfg.split!r})")
+        out[lang] = FileSource(lang, files, cfg.text_field)
+    return out
 
 
 # ----------------------------------------------------------------------------------------- one task
