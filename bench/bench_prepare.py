@@ -7,7 +7,8 @@ evenly spread ``1 / workers`` of the files (as many documents as one worker toke
 it is measured before and after the run and averaged. ``prepare`` is timed end to end (pool start, reading,
 tokenizing, writing shards, counts): its tokens/s over the reference is the ratio (goal: >= 85%). On a shared
 machine the workers get less than a core each, so the last rows also compare against ``workers`` raw
-encoding processes running at once over all the documents.
+encoding processes running at once over all the documents, and per CPU second (the CPU time of the run and
+of its workers against one encoding thread's), which contention does not change much.
 
     python bench/bench_prepare.py [--workers N (default: every core)] [--mb 64] [--files 32] [--join 16]
 """
@@ -18,6 +19,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -52,13 +54,20 @@ def write_corpus(root: Path, mb: float, files: int, join: int) -> list[list[str]
     return texts
 
 
-def raw_rate(tokenizer: str, texts: list[str], batch: int = 512) -> float:
+def raw_rate(tokenizer: str, texts: list[str], batch: int = 512) -> tuple[float, float]:
+    """(tokens per second of wall time, tokens per CPU second) of one thread encoding ``texts``."""
     backend = load_tokenizer(tokenizer).backend_tokenizer
-    tokens, start = 0, time.perf_counter()
+    tokens, start, cpu = 0, time.perf_counter(), time.process_time()
     for lo in range(0, len(texts), batch):
         enc = backend.encode_batch_fast(texts[lo : lo + batch], add_special_tokens=False)
         tokens += sum(len(e.ids) for e in enc)
-    return tokens / (time.perf_counter() - start)
+    return tokens / (time.perf_counter() - start), tokens / (time.process_time() - cpu)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the pool's workers)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _raw_share(args: tuple[str, list[str]]) -> tuple[int, float]:
@@ -98,8 +107,8 @@ def main() -> None:
         subset = [t for f in range(0, args.files, step) for t in texts[f]][
             : sum(map(len, texts)) // args.workers
         ]
-        before = raw_rate(args.tokenizer, subset)
-        start = time.perf_counter()
+        before, cpu_before = raw_rate(args.tokenizer, subset)
+        start, cpu = time.perf_counter(), cpu_seconds()
         counts = prepare(
             parse_args(
                 [
@@ -110,8 +119,8 @@ def main() -> None:
                 ]
             )
         )
-        seconds = time.perf_counter() - start
-        after = raw_rate(args.tokenizer, subset)
+        seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+        after, cpu_after = raw_rate(args.tokenizer, subset)
         together = concurrent_raw(args.tokenizer, texts, args.workers)
     body_tokens = counts["eng_Latn"]["tokens"] - 2 * counts["eng_Latn"]["docs"]  # what the tokenizer produced
     rate = body_tokens / seconds
@@ -130,6 +139,9 @@ def main() -> None:
             f"{together:,.0f} tokens/s",
         ),
         ("prepare / that (same contention)", f"{rate / together:.0%}"),
+        ("raw encode, tokens per CPU second (before / after)", f"{cpu_before:,.0f} / {cpu_after:,.0f}"),
+        (f"prepare, tokens per CPU second ({cpu:.1f} CPU s)", f"{body_tokens / cpu:,.0f}"),
+        ("prepare / raw, per CPU second", f"{body_tokens / cpu / ((cpu_before + cpu_after) / 2):.0%}"),
     ]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
