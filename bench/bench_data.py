@@ -32,7 +32,7 @@ from tokenizers import Encoding, Tokenizer
 
 from mmbert.data import FolderMix, MdsMix, MdsWriter, MLMDataModule, SampleMix
 from mmbert.data.batch import assemble
-from mmbert.data.pipeline import RowGenerator
+from mmbert.data.rows import RowGenerator
 from mmbert.data.tokenizer import load_tokenizer
 
 
@@ -75,7 +75,7 @@ def pipeline(dm: MLMDataModule, seconds: float, rounds: int = 5) -> tuple[float,
         recorder.batches, recorder.tokens = [], 0
         real, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / rounds:
-            rows = [gen.next_row()[0] for _ in range(dm.max_rows_per_step)]
+            rows = [gen.next_row()[0] for _ in range(dm.micro_batch_rows)]
             batch = assemble(rows, dm.seq_len, 0, len(dm.languages))
             dm.masker(batch["input_ids"], dm.mask_ratio, rng)
             real += batch["num_tokens"]

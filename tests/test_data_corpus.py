@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import FolderMix, HubMix, SampleMix, repo_root
-from mmbert.data.mix import CACHE_NAME, _CountCache, _tokenizer_fingerprint
+from mmbert.data.counts import CACHE_NAME, CountCache, tokenizer_fingerprint
 from mmbert.data.tokenizer import load_tokenizer
 
 ROOT = repo_root()
@@ -35,9 +35,9 @@ def test_sample_corpus_languages_scripts_and_skew() -> None:
     assert set(record) == {"id", "text", "language", "language_script"} and record["language"] == "fao"
     # the committed token counts are current (same tokenizer, same files) ...
     tok = load_tokenizer("data/tokenizer")
-    cache = _CountCache(SAMPLE)
+    cache = CountCache(SAMPLE)
     assert cache.path == SAMPLE / CACHE_NAME
-    key = _tokenizer_fingerprint(tok)
+    key = tokenizer_fingerprint(tok)
     counts = {lang: cache.get(key, lang, [str(f) for f in mix.train_files(lang)]) for lang in langs}
     assert None not in counts.values()
     # ... and the largest language has >= 20x the tokens of the smallest
@@ -95,7 +95,7 @@ def test_every_data_mix_config_instantiates_from_any_directory(tmp_path: Path, m
         assert folder.languages == ["fao_Latn"]
         mds = instantiate(compose(config_name="mds"))  # the fixture, with its committed token counts
         assert sorted(mds.languages) == ["eng_Latn", "fao_Latn"]
-        cache = _CountCache(mds.root)
+        cache = CountCache(mds.root)
         assert all(cache.get("mds", k, [str(s.path) for s in v]) is not None for k, v in mds.shards.items())
         real = {name: instantiate(compose(config_name=name)) for name in REAL_MIXES}
     sizes = {name: len(m.languages) for name, m in real.items()}

@@ -18,8 +18,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import FolderMix, MLMDataModule
-from mmbert.data.mix import CACHE_NAME, discover_languages
-from mmbert.data.mixing import TokenSampler
+from mmbert.data.counts import CACHE_NAME
+from mmbert.data.mixspec import discover_languages
+from mmbert.data.sampling import TokenSampler
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

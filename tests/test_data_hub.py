@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from mmbert.data import DataError, HubMix, MLMDataModule
-from mmbert.data.stream import DocStream
+from mmbert.data.doc_stream import DocStream
 
 CONFIGS = {"rus_Cyrl": 3, "rus_Cyrl_removed": 1, "srp_Cyrl": 1, "srp_Latn": 1, "fao_Latn": 2}
 

@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import DataError, FolderMix, MLMDataModule
-from mmbert.data.stream import DocStream
+from mmbert.data.doc_stream import DocStream
 
 GOOD: dict[str, Any] = {"seq_len": 64, "rows_per_step": 2, "tau": 0.5, "mask_ratio": 0.3}
 

@@ -14,8 +14,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import DataError, MdsMix, MdsWriter, MLMDataModule, merge_index
+from mmbert.data.counts import CACHE_NAME
 from mmbert.data.mds import ShardReader, find_shards, read_column, read_index
-from mmbert.data.mix import CACHE_NAME
 
 FIXTURE = (
     Path(__file__).parent / "fixtures" / "mds"

@@ -11,8 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import DataError, MLMDataModule, SampleMix, temperature_weights
-from mmbert.data.mixing import TokenSampler
 from mmbert.data.packing import BestFitPacker, frame_documents
+from mmbert.data.sampling import TokenSampler
 
 
 def test_temperature_weights_exact_values() -> None:

@@ -12,7 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import mmbert.data.mix as mix_module
+import mmbert.data.counts as counts_module
+import mmbert.data.mixspec as mix_module
 from mmbert.data import SampleMix
 from mmbert.data.plan import compose_train, main, plan
 
@@ -29,6 +30,8 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mix_module, "load_tokenizer", refuse)
     monkeypatch.setattr(mix_module, "measure_tokens", refuse)
+    monkeypatch.setattr(mix_module, "estimate_tokens", refuse)
+    monkeypatch.setattr(counts_module, "measure_tokens", refuse)
 
 
 def test_decay_all_plan_gives_the_release_and_writes_json(

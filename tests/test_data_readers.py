@@ -17,9 +17,9 @@ import zstandard
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import DataError, FileSource, FolderMix
-from mmbert.data.mix import discover_languages
+from mmbert.data.doc_stream import DocStream
+from mmbert.data.mixspec import discover_languages
 from mmbert.data.readers import iter_blocks
-from mmbert.data.stream import DocStream
 
 DOCS = [f"document {i}: " + "word " * (i % 7) for i in range(23)]
 

@@ -12,9 +12,9 @@ from torch.utils.data import DataLoader
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import MLMDataModule, SampleMix
-from mmbert.data.pipeline import PackedRowDataset, _identity
+from mmbert.data.doc_stream import DocStream
+from mmbert.data.rows import PackedRowDataset, identity
 from mmbert.data.sources import FileSource
-from mmbert.data.stream import DocStream
 
 RANKS, WORKERS = 2, 2
 
@@ -77,7 +77,7 @@ def test_dataloader_workers_and_ranks_map_to_distinct_shards(mix: SampleMix) -> 
     shards = {}
     for rank in range(RANKS):
         ds = PackedRowDataset(dm.pipeline, rank, RANKS, WORKERS)
-        loader = DataLoader(ds, batch_size=None, num_workers=WORKERS, collate_fn=_identity)
+        loader = DataLoader(ds, batch_size=None, num_workers=WORKERS, collate_fn=identity)
         items = []
         for item in loader:
             items.append(item)

@@ -104,7 +104,7 @@ def _check_objects(cfg: DictConfig) -> None:
 
     from mmbert.data.datamodule import check_shape
     from mmbert.data.masking import check_mask_ratio
-    from mmbert.data.mixing import check_tau
+    from mmbert.data.sampling import check_tau
 
     checks = {
         "phase.seq_len / data.rows_per_step": lambda: check_shape(cfg.phase.seq_len, cfg.data.rows_per_step),

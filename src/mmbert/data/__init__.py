@@ -3,9 +3,9 @@
 from mmbert.data.datamodule import MLMDataModule, PendingBatch
 from mmbert.data.errors import DataError
 from mmbert.data.mds import MdsWriter, merge_index
-from mmbert.data.mix import FolderMix, HubMix, MdsMix, MixSpec, SampleMix, mixture_report
-from mmbert.data.mixing import released_weights, temperature_weights
+from mmbert.data.mixspec import FolderMix, HubMix, MdsMix, MixSpec, SampleMix, mixture_report
 from mmbert.data.paths import repo_root, resolve_path
+from mmbert.data.sampling import released_weights, temperature_weights
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source
 from mmbert.data.tokenizer import load_tokenizer
 

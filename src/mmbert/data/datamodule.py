@@ -1,18 +1,23 @@
-"""``MLMDataModule``: the mixture, the packed training stream, masking, validation and exact resumption.
+"""``MLMDataModule``: wires the data stages for Lightning, from a mix spec to training and validation batches.
 
-Training batches are *assembled in the main process*: dataloader workers yield packed rows, and
-:meth:`MLMDataModule.on_before_batch_transfer` turns the rows of one optimizer step into a
-:class:`~mmbert.data.batch.StepBatch`: this device's share of the step's global rows, cut into micro-batches
-of at most ``rows_per_step`` rows (full ones first, the remainder last), each concatenated and masked. The
-train dataloader itself yields :class:`PendingBatch` placeholders, so Lightning's one-batch prefetch does
-not consume data early: ``set_step_rows``/``set_mask_ratio`` apply to the very next step, and
-``state_dict()`` describes exactly the batches training has used. Without Lightning, iterate
-:meth:`MLMDataModule.train_batches`.
+The path from a folder to a batch, one module per stage:
 
-Resumption state: per dataloader worker the latest snapshot it handed over and the rows consumed since
-(see :mod:`mmbert.data.pipeline`), the number of rows consumed (whose turn is next), the masking RNG, the
-mask ratio, the rows per step and the realised tokens. In DDP ``state_dict()`` gathers every rank's state
-(Lightning saves rank 0's copy) and each rank restores its own.
+1. mixture plan: :mod:`mmbert.data.mixspec` (which languages, where, how many tokens; counted or estimated by
+   :mod:`mmbert.data.counts`) and :mod:`mmbert.data.sampling` (target token shares at the phase's tau);
+2. sources: :mod:`mmbert.data.sources` over :mod:`mmbert.data.readers`, each language's held-out validation
+   records and excluded languages decided by :mod:`mmbert.data.holdout`;
+3. per-shard document stream: :mod:`mmbert.data.doc_stream` (epochs, shuffling, rank x worker sharding);
+4. packed rows: :mod:`mmbert.data.rows` (sample a source by token share, tokenize, frame and pack with
+   :mod:`mmbert.data.packing`; one generator per dataloader worker, snapshots for resumption);
+5. masking and batches: :mod:`mmbert.data.steps` (the rows of one optimizer step -> masked micro-batches,
+   :mod:`mmbert.data.batch`, :mod:`mmbert.data.masking`);
+6. validation: :mod:`mmbert.data.validation` (fixed batches per language);
+7. resumable state: :mod:`mmbert.data.resume` (what checkpoints hold, checked on load).
+
+The train dataloader yields :class:`PendingBatch` placeholders, and :meth:`MLMDataModule.on_before_batch_transfer`
+turns each into a :class:`~mmbert.data.batch.StepBatch`, so Lightning's one-batch prefetch does not consume
+data early: ``set_step_rows``/``set_mask_ratio`` apply to the very next step, and ``state_dict()`` describes
+exactly the batches training has used. Without Lightning, iterate :meth:`MLMDataModule.train_batches`.
 
 Tensor suffixes: T tokens of the batch, L training languages.
 """
@@ -23,32 +28,27 @@ import json
 import logging
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
-import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from mmbert.data.batch import StepBatch, assemble, split_rows
+from mmbert.data.batch import StepBatch
 from mmbert.data.errors import DataError
+from mmbert.data.holdout import plan_sources
 from mmbert.data.masking import Masker, check_mask_ratio, special_ids_table
-from mmbert.data.mix import MixSpec, mixture_report
-from mmbert.data.mixing import check_tau
+from mmbert.data.mixspec import MixSpec, mixture_report
 from mmbert.data.paths import resolve_tokenizer
-from mmbert.data.pipeline import PackedRowDataset, PipelineConfig, _identity
+from mmbert.data.resume import STATE_VERSION, gather_ranks, rank_state
+from mmbert.data.rows import PipelineConfig, identity
+from mmbert.data.sampling import check_tau
 from mmbert.data.sources import Source
+from mmbert.data.steps import TrainStream, mask_rng
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.data.validation import FixedBatches, build_val_batches
-
-STATE_VERSION = 2  # 2: rows per optimizer step (batch-size warmup) instead of per micro-batch
-SCAN_THREADS = 16  # languages inspected at once by setup (hub sources stream: one by one takes minutes)
 
 log = logging.getLogger(__name__)
 
@@ -70,66 +70,6 @@ class _TrainBatches:
         generation = self.dm._open_rows()
         while True:
             yield PendingBatch(generation)
-
-
-def _portable(obj: Any, to_torch: bool) -> Any:
-    """Worker snapshots hold numpy arrays; checkpoints load with ``weights_only=True``, which takes tensors."""
-    if to_torch and isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if to_torch and isinstance(obj, np.generic):
-        return obj.item()
-    if not to_torch and isinstance(obj, torch.Tensor):
-        return obj.numpy()
-    if isinstance(obj, dict):
-        return {k: _portable(v, to_torch) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_portable(v, to_torch) for v in obj)
-    return obj
-
-
-@dataclass
-class _LanguagePlan:
-    """What setup found for one training language."""
-
-    holdout: int  # raw records at the start of file 0 held out for validation
-    val_docs: list[Any]
-    trains: bool  # training keeps at least one usable document
-    note: str = ""  # why fewer records are held out than asked, or that there is no usable document
-
-
-def _val_source(mix: MixSpec, lang: str) -> Source | None:
-    try:
-        return mix.val_source(lang)
-    except KeyError:  # a language the mix does not know has no split either
-        return None
-
-
-def _no_documents(source: Source) -> str:
-    files = list(source.files())
-    where = ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
-    return f"no usable documents in {where or 'no files'}"
-
-
-def _plan_language(mix: MixSpec, lang: str, n: int) -> _LanguagePlan:
-    """Validation documents of a training language (``n``, 0: none) and whether training keeps a document.
-
-    Without a validation split the first ``n`` raw records of file 0 are held out, or fewer: when they hold
-    the only usable documents, the last of them (and the records after it) stays in training.
-    """
-    split = _val_source(mix, lang) if n else None
-    source = mix.train_source(lang)
-    head, more = source.scan_head(0 if split else n)
-    if split is not None:
-        return _LanguagePlan(0, split.first_docs(n), more, "" if more else _no_documents(source))
-    if more:
-        return _LanguagePlan(n, [doc for _, doc in head], True)
-    if not head:
-        return _LanguagePlan(0, [], False, _no_documents(source))
-    note = (
-        f"all its {len(head)} usable documents are among the {n} records to hold out for validation: "
-        f"it validates on {len(head) - 1} and trains on the last one"
-    )
-    return _LanguagePlan(head[-1][0], [doc for _, doc in head[:-1]], True, note)
 
 
 def check_shape(seq_len: int, rows_per_step: int, where: str = "") -> None:
@@ -231,9 +171,7 @@ class MLMDataModule(L.LightningDataModule):
         self.rank, self.world_size = 0, 1
         self._tok: PreTrainedTokenizerFast | None = None
         self._ready = False
-        self._generation = 0
-        self._rows_iter: Iterator[dict[str, Any]] | None = None
-        self._reset_progress()
+        self._stream = TrainStream(self.languages, seed, self.rank)
 
     def __repr__(self) -> str:
         # LightningDataModule.__str__ would build (and iterate) the dataloaders.
@@ -245,12 +183,6 @@ class MLMDataModule(L.LightningDataModule):
     __str__ = __repr__
 
     # ----------------------------------------------------------------------------------------- setup
-    def _reset_progress(self) -> None:
-        self._workers: dict[int, dict[str, Any]] = {}
-        self._rows_consumed = 0
-        self._realised = dict.fromkeys(self.languages, 0)
-        self._mask_rng = np.random.default_rng([self.seed, self.rank, 0x6D61736B])
-
     def _dist_info(self) -> tuple[int, int]:
         trainer = self.trainer
         if trainer is not None:
@@ -272,12 +204,12 @@ class MLMDataModule(L.LightningDataModule):
         # The rank is re-read on every call: user code may touch the datamodule before the trainer exists.
         rank, world = self._dist_info()
         if (rank, world) != (self.rank, self.world_size):
-            if self._rows_consumed:
+            if self._stream.rows_consumed:
                 raise DataError(
                     f"rank/world size changed to {rank}/{world} after training batches were drawn"
                 )
             self.rank, self.world_size = rank, world
-            self._mask_rng = np.random.default_rng([self.seed, self.rank, 0x6D61736B])
+            self._stream.mask_rng = mask_rng(self.seed, self.rank)
         if self._ready:
             return
         tok = self.tokenizer
@@ -308,58 +240,16 @@ class MLMDataModule(L.LightningDataModule):
         self._ready = True
 
     def _sources(self) -> tuple[list[Source], dict[str, list[Any]]]:
-        """Training sources (with held-out records where a language has no validation split) and val docs.
-
-        Every training language is inspected first (in threads: streamed hub sources one by one would take
-        minutes for Decay-All's 1833), and those without a usable document are excluded (:meth:`_exclude`).
-        """
-        n = self.val_docs_per_lang
-        wanted = set(self._requested_val) if n else set()
-        extra = {
-            lang: _val_source(self.mix, lang) for lang in self._requested_val if lang not in self.languages
-        }
-        for lang, src in extra.items():  # a validation-only language needs its own split
-            if src is None:
-                raise DataError(
-                    f"val_languages: {lang!r} is not a training language of mix {self.mix.name!r}"
-                )
-
-        def inspect(lang: str) -> _LanguagePlan:
-            return _plan_language(self.mix, lang, n if lang in wanted else 0)
-
-        with ThreadPoolExecutor(SCAN_THREADS) as pool:
-            found = pool.map(inspect, self.languages)
-            bar = tqdm(found, total=len(self.languages), desc="checking sources", leave=False)
-            plans = dict(zip(self.languages, bar, strict=True))
-            docs = pool.map(lambda src: src.first_docs(n), extra.values())
-            extra_docs = dict(zip(extra, docs, strict=True))
-        self._exclude({lang: plan.note for lang, plan in plans.items() if not plan.trains})
-        for lang in self.languages:
-            if plans[lang].note:
-                log.warning("language %r: %s", lang, plans[lang].note)
-        sources = [self.mix.train_source(lang, plans[lang].holdout) for lang in self.languages]
-        # An excluded language with a validation split of its own is still validated.
-        val_docs = {
-            lang: plans[lang].val_docs if lang in plans else extra_docs[lang]
-            for lang in self._requested_val
-            if lang in wanted
-        }
-        return sources, {k: v for k, v in val_docs.items() if v}
-
-    def _exclude(self, empty: dict[str, str]) -> None:
-        """Drops the languages without a usable training document, before anything indexes languages."""
-        if not empty:
-            return
-        reasons = "; ".join(f"{lang}: {why}" for lang, why in empty.items())
-        if self.strict_languages:
-            raise DataError(f"languages without usable training documents (strict_languages): {reasons}")
-        if len(empty) == len(self.languages):
-            raise DataError(f"mix {self.mix.name!r}: no language has a usable training document ({reasons})")
-        for lang, why in empty.items():
-            log.warning("language %r excluded from training (other weights renormalised): %s", lang, why)
-            self._realised.pop(lang, None)
-        self.excluded = dict(empty)
-        self.languages = [lang for lang in self.languages if lang not in empty]
+        """Training sources and validation documents (:func:`mmbert.data.holdout.plan_sources`); drops the
+        languages without a usable training document before anything indexes languages."""
+        plan = plan_sources(
+            self.mix, self.languages, self._requested_val, self.val_docs_per_lang, self.strict_languages
+        )
+        if plan.excluded:
+            self._stream.drop(list(plan.excluded))
+            self.excluded = plan.excluded
+            self.languages = plan.languages
+        return plan.sources, plan.val_docs
 
     # ------------------------------------------------------------------------------------- training
     def train_dataloader(self) -> _TrainBatches:
@@ -368,56 +258,23 @@ class MLMDataModule(L.LightningDataModule):
 
     def _open_rows(self) -> int:
         """(Re)start the row stream from the consumed state; returns the new generation."""
-        workers = max(self.num_workers, 1)
-        dataset = PackedRowDataset(
-            self.pipeline, self.rank, self.world_size, self.num_workers,
-            worker_offset=self._rows_consumed % workers, resume=dict(self._workers),
-        )  # fmt: skip
-        loader = DataLoader(
-            dataset, batch_size=None, num_workers=self.num_workers, collate_fn=_identity,
-            prefetch_factor=self.prefetch_factor if self.num_workers else None,
-        )  # fmt: skip
-        self._rows_iter = iter(loader)
-        self._generation += 1
-        return self._generation
+        return self._stream.open(
+            self.pipeline, self.rank, self.world_size, self.num_workers, self.prefetch_factor
+        )
 
     def _take_rows(self, n: int) -> list[Any]:
-        assert self._rows_iter is not None
-        rows = []
-        for _ in range(n):
-            item = next(self._rows_iter)
-            w = item["worker"]
-            prev = self._workers.get(w)
-            snapshot = item["snapshot"] if item["snapshot"] is not None else (prev or {}).get("snapshot")
-            if snapshot is None or (item["snapshot"] is None and prev["snapshot_id"] != item["snapshot_id"]):
-                raise RuntimeError(f"row stream out of order: worker {w} snapshot {item['snapshot_id']}")
-            self._workers[w] = {
-                "snapshot": snapshot,
-                "snapshot_id": item["snapshot_id"],
-                "since": item["since"],
-            }
-            self._rows_consumed += 1
-            rows.append(item["row"])
-        return rows
-
-    def _micro_batch(self, n_rows: int) -> dict[str, Any]:
-        if self._mask_ratio is None:
-            raise DataError("no mask ratio: pass mask_ratio= or call set_mask_ratio() before drawing batches")
-        rows = self._take_rows(n_rows)
-        batch = assemble(rows, self.seq_len, self.tokenizer.pad_token_id, len(self.languages))
-        batch["input_ids"], batch["labels"] = self.masker(
-            batch["input_ids"], self._mask_ratio, self._mask_rng
-        )
-        for lang, n in zip(self.languages, batch["lang_tokens"].tolist(), strict=True):
-            self._realised[lang] += n
-        return batch
+        return self._stream.take_rows(n)
 
     def _materialize(self, pending: PendingBatch) -> StepBatch:
-        if pending.generation != self._generation:
+        if pending.generation != self._stream.generation:
             raise RuntimeError("a train batch from an earlier dataloader iterator was used after a restart")
-        return StepBatch(
-            [self._micro_batch(n) for n in split_rows(self.device_step_rows, self.micro_batch_rows)]
-        )
+        if self._mask_ratio is None:
+            raise DataError("no mask ratio: pass mask_ratio= or call set_mask_ratio() before drawing batches")
+        return self._stream.step(
+            self.device_step_rows, self.micro_batch_rows, seq_len=self.seq_len,
+            pad_id=self.tokenizer.pad_token_id, masker=self.masker, mask_ratio=self._mask_ratio,
+            languages=self.languages,
+        )  # fmt: skip
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return self._materialize(batch) if isinstance(batch, PendingBatch) else batch
@@ -467,23 +324,23 @@ class MLMDataModule(L.LightningDataModule):
     def val_dataloader(self) -> list[DataLoader]:
         self.setup("validate")
         return [
-            DataLoader(FixedBatches(batches), batch_size=None, collate_fn=_identity)
+            DataLoader(FixedBatches(batches), batch_size=None, collate_fn=identity)
             for batches in self._val.values()
         ]
 
     # -------------------------------------------------------------------------------------- mixture
     @property
     def realised_tokens(self) -> dict[str, int]:
-        return dict(self._realised)
+        return dict(self._stream.realised)
 
     def mixture_report(self, budget_tokens: float | None = None) -> dict[str, Any]:
-        """``mixture.json`` (:func:`mmbert.data.mix.mixture_report`; ``budget_tokens``: the phase's) plus this
+        """``mixture.json`` (:func:`mmbert.data.mixspec.mixture_report`; ``budget_tokens``: the phase's) plus this
         process's realised tokens."""
         self.setup("fit")
         available = self.mix.available_tokens()
         report = mixture_report(self.mix, self.tau, self.weights, self.token_counts, budget_tokens, available)
         for lang, entry in report["languages"].items():
-            entry["realised_tokens"] = self._realised[lang]
+            entry["realised_tokens"] = self._stream.realised[lang]
         report["excluded"] = dict(self.excluded)  # languages without usable training documents, and why
         return report
 
@@ -496,59 +353,28 @@ class MLMDataModule(L.LightningDataModule):
     def _local_state(self) -> dict[str, Any]:
         return {
             "version": STATE_VERSION,
-            "languages": list(self.languages),
-            "seq_len": self.seq_len,
-            "seed": self.seed,
-            "num_workers": max(self.num_workers, 1),
+            **self._unchanged(),
             "world_size": self.world_size,
-            "rows_consumed": self._rows_consumed,
-            "workers": _portable(self._workers, to_torch=True),
+            **self._stream.state(),
             "mask_ratio": self._mask_ratio,
-            "mask_rng": self._mask_rng.bit_generator.state,
             "step_rows": self._step_rows,
-            "realised_tokens": dict(self._realised),
-            "mixture": self._mixture_key(),
         }
 
-    def _mixture_key(self) -> int:
+    def _unchanged(self) -> dict[str, Any]:
+        """What resuming needs as it was saved."""
         self.setup("fit")
-        return zlib.crc32(repr([(lang, self.weights[lang]) for lang in self.languages]).encode())
+        key = zlib.crc32(repr([(lang, self.weights[lang]) for lang in self.languages]).encode())
+        return {
+            "languages": list(self.languages), "seq_len": self.seq_len, "seed": self.seed,
+            "num_workers": max(self.num_workers, 1), "mixture": key,  # the same languages, counts and tau
+        }  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
-        local = self._local_state()
-        if self.world_size > 1 and dist.is_available() and dist.is_initialized():
-            ranks: list[Any] = [None] * self.world_size
-            dist.all_gather_object(ranks, local)
-            return {"ranks": ranks}
-        return {"ranks": [local]}
+        return gather_ranks(self._local_state(), self.world_size)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.setup("fit")  # rank, world size and mixture first (Lightning has already called it)
-        ranks = state_dict.get("ranks")
-        if not ranks:
-            raise DataError("data state: no per-rank states (not saved by MLMDataModule.state_dict)")
-        if len(ranks) != max(self.world_size, 1):
-            raise DataError(
-                f"data state was saved with {len(ranks)} ranks; resuming needs as many, got {self.world_size}"
-            )
-        st = ranks[self.rank]
-        if st.get("version") != STATE_VERSION:
-            raise DataError(f"data state version {st.get('version')} is not {STATE_VERSION}")
-        checks = {
-            "languages": list(self.languages), "seq_len": self.seq_len, "seed": self.seed,
-            "num_workers": max(self.num_workers, 1),
-        }  # fmt: skip
-        checks["mixture"] = self._mixture_key()  # the same languages, token counts and tau
-        for key, value in checks.items():
-            if st[key] != value:
-                raise DataError(
-                    f"data state: {key} was {st[key]!r} when saved, now {value!r} (resuming needs the same)"
-                )
-        self._workers = {int(k): _portable(v, to_torch=False) for k, v in st["workers"].items()}
-        self._rows_consumed = st["rows_consumed"]
+        st = rank_state(state_dict, self.rank, self.world_size, self._unchanged())
+        self._stream.load(st)
         self._mask_ratio = st["mask_ratio"]
-        self._mask_rng.bit_generator.state = st["mask_rng"]
         self._step_rows = st["step_rows"]
-        self._realised = dict(st["realised_tokens"])
-        self._generation += 1  # pending batches of an older iterator must not be used
-        self._rows_iter = None

@@ -1,7 +1,9 @@
 """Documents -> chunks -> packed rows of ``seq_len`` tokens.
 
 Every chunk is framed ``<bos> ... <eos>`` and holds at most ``seq_len`` tokens, so a long document becomes
-several self-contained chunks. Rows are packed best-fit from a buffer of pending chunks: the oldest pending
+several self-contained chunks. A body of exactly ``seq_len - 1`` tokens is one chunk ``<bos> ...`` without the
+``<eos>``: that is a full-length released MDS chunk (``<bos>`` + 8191 tokens at 8192), which would otherwise
+become a full row plus a 3-token document. Rows are packed best-fit from a buffer of pending chunks: the oldest pending
 chunk opens the row (no chunk waits forever), then the largest chunk that still fits is added until none does.
 Ties go to the older chunk, so packing is deterministic.
 """
@@ -41,6 +43,11 @@ def frame_documents(
         if isinstance(body, np.ndarray):
             body = body.tolist()
         doc_spans = []
+        if len(body) == seq_len - 1:
+            flat.append(bos_id)
+            flat.extend(body)
+            spans.append([(len(flat) - seq_len, len(flat))])
+            continue
         for lo in range(0, max(len(body), 1), step):
             start = len(flat)
             flat.append(bos_id)

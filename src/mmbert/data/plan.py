@@ -17,7 +17,7 @@ first (``top`` lines, then a summary line):
   data stops being almost as good as fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language
   Models").
 
-``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mix.mixture_report`).
+``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mixspec.mixture_report`).
 
 Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
 ``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
@@ -43,9 +43,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
 from mmbert.data.errors import DataError
-from mmbert.data.mix import FolderMix, MdsMix, MixSpec, mixture_report
-from mmbert.data.mixing import check_tau
+from mmbert.data.mixspec import FolderMix, MdsMix, MixSpec, mixture_report
 from mmbert.data.paths import repo_root
+from mmbert.data.sampling import check_tau
 
 DEFAULT_TOP = 20
 DEFAULT_MAX_PASSES = 4.0

@@ -100,7 +100,7 @@ def decode_record(raw: Any, fmt: str, text_field: str, skips: SkipCounter) -> st
     return text
 
 
-def _zstd_chunks(path: Path) -> Iterator[bytes]:
+def zstd_chunks(path: Path) -> Iterator[bytes]:
     """Decompressed data of a (multi-frame) zstd file; a truncated last frame raises ``EOFError``.
 
     ``zstandard``'s stream reader ends quietly on a truncated file, which would silently drop data.
@@ -122,7 +122,7 @@ def _zstd_chunks(path: Path) -> Iterator[bytes]:
 def _lines(path: Path, fmt: str) -> Iterator[bytes]:
     if fmt == "jsonl.zst":
         tail = b""
-        for data in _zstd_chunks(path):
+        for data in zstd_chunks(path):
             *lines, tail = (tail + data).split(b"\n")
             yield from (line for line in lines if line.strip())
         if tail.strip():

@@ -2,7 +2,7 @@
 
 Three kinds: local files (:class:`FileSource`), a hub dataset through ``datasets`` streaming
 (:class:`HubSource`) and pre-tokenized MDS shards (:class:`MdsSource`). All expose the same small interface
-to :mod:`mmbert.data.stream`, which adds epochs, shuffling and sharding on top.
+to :mod:`mmbert.data.doc_stream`, which adds epochs, shuffling and sharding on top.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ Doc = str | np.ndarray  # text, or token ids (pre-tokenized sources, without bos
 
 class Source(ABC):
     """``holdout``: raw records at the start of file 0 reserved for validation (sources without a test split);
-    :class:`mmbert.data.stream.DocStream` skips them."""
+    :class:`mmbert.data.doc_stream.DocStream` skips them."""
 
     name: str
     holdout: int = 0

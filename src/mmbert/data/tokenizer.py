@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache
 
+import numpy as np
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -31,3 +32,13 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
 def encode_bodies(backend: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text without any special token (the pipeline frames chunks itself)."""
     return [e.ids for e in backend.encode_batch_fast(list(texts), add_special_tokens=False)]
+
+
+def tokenize_documents(
+    backend: Tokenizer, docs: Sequence[str | np.ndarray]
+) -> list[Sequence[int] | np.ndarray]:
+    """Each document's token ids without special tokens, for training and validation alike: the texts are
+    encoded in one batch, pre-tokenized documents pass through as they are."""
+    texts = [d for d in docs if isinstance(d, str)]
+    encoded = iter(encode_bodies(backend, texts) if texts else [])
+    return [next(encoded) if isinstance(d, str) else d for d in docs]

@@ -14,7 +14,7 @@ from mmbert.data.batch import assemble
 from mmbert.data.masking import Masker
 from mmbert.data.packing import BestFitPacker, frame_documents
 from mmbert.data.sources import Doc
-from mmbert.data.tokenizer import encode_bodies
+from mmbert.data.tokenizer import tokenize_documents
 
 
 def build_val_batches(
@@ -29,9 +29,7 @@ def build_val_batches(
     seed: int,
     lang: str,
 ) -> list[dict[str, Any]]:
-    texts = [d for d in docs if isinstance(d, str)]
-    encoded = iter(encode_bodies(tok.backend_tokenizer, texts))
-    bodies = [next(encoded) if isinstance(d, str) else d for d in docs]
+    bodies = tokenize_documents(tok.backend_tokenizer, docs)
     packer = BestFitPacker(seq_len)
     for chunks in frame_documents(bodies, seq_len, tok.bos_token_id, tok.eos_token_id):
         for chunk in chunks:

@@ -3,7 +3,7 @@
 The ``conf/data_mix/*.yaml`` files instantiate one of these (``_target_`` + arguments):
 
 - :class:`SampleMix`: the embedded sample corpus ``data/sample`` and one of its subsets;
-- :class:`FolderMix`: any local FineWeb2-layout folder (token counts measured once and cached);
+- :class:`FolderMix`: any local FineWeb2-layout folder (token counts estimated from a sample or counted, once, and cached);
 - :class:`HubMix`: the released mmBERT mixtures over hub datasets (token counts from the release);
 - :class:`MdsMix`: pre-tokenized MDS shards.
 
@@ -18,7 +18,7 @@ What the token counts are, and so how a phase's ``tau`` turns them into target s
   tau (an ablation) re-tempers the entries not in ``fixed_shares`` from their implied available tokens
   ``n_i ~ share_i^(1 / released_tau)``, keeping their total share, while the ``fixed_shares`` entries
   (sources outside the temperature sampling, e.g. English and code) keep theirs
-  (:func:`mmbert.data.mixing.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
+  (:func:`mmbert.data.sampling.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
   then read at their sizes whatever the tau.
 
 Relative paths are resolved against the repository root (:mod:`mmbert.data.paths`).
@@ -26,31 +26,35 @@ Relative paths are resolved against the repository root (:mod:`mmbert.data.paths
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-from transformers import PreTrainedTokenizerFast
-
+from mmbert.data.counts import (
+    ESTIMATE,
+    SAMPLE_BYTES,
+    CountCache,
+    cached_counts,
+    check_method,
+    estimate_tokens,
+    measure_tokens,
+    tokenizer_fingerprint,
+)
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsShard, find_shards
-from mmbert.data.mixing import check_tau, released_weights, temperature_weights
 from mmbert.data.paths import resolve_path
-from mmbert.data.readers import SUFFIXES, SkipCounter, file_format
+from mmbert.data.readers import SUFFIXES, file_format
+from mmbert.data.sampling import check_tau, released_weights, temperature_weights
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source, hub_configs
-from mmbert.data.tokenizer import encode_bodies, load_tokenizer
+from mmbert.data.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
 
-CACHE_NAME = "mmbert_token_counts.json"
 AVAILABLE, RELEASED = "available", "released"
 
 
@@ -176,7 +180,7 @@ def _check_counts(counts: Mapping[str, Any], where: str) -> dict[str, int]:
     return out
 
 
-def _data_files(folder: Path) -> list[Path]:
+def data_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and file_format(p) is not None)
 
 
@@ -194,7 +198,7 @@ def discover_languages(root: Path) -> dict[str, Path]:
             continue
         if lang in found:
             raise DataError(f"{base}: folders {found[lang].name!r} and {d.name!r} are both language {lang!r}")
-        if not _data_files(d / "train"):
+        if not data_files(d / "train"):
             raise DataError(f"{d / 'train'}: language folder without data files ({', '.join(SUFFIXES)})")
         found[lang] = d
     if not found:
@@ -202,101 +206,12 @@ def discover_languages(root: Path) -> dict[str, Path]:
     return found
 
 
-def _tokenizer_fingerprint(tok: PreTrainedTokenizerFast) -> str:
-    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
-
-
-def measure_tokens(source: Source, tok: PreTrainedTokenizerFast, batch: int = 256) -> tuple[int, int]:
-    """(tokens, documents) of a source: body tokens plus ``<bos>``/``<eos>`` per document."""
-    tokens = docs = 0
-    texts: list[str] = []
-
-    def flush() -> None:
-        nonlocal tokens
-        tokens += sum(len(ids) + 2 for ids in encode_bodies(tok.backend_tokenizer, texts))
-        texts.clear()
-
-    for f, path in enumerate(tqdm(source.files(), desc=f"counting tokens {source.name}", leave=False)):
-        skips = SkipCounter()
-        for block in source.blocks(f, None, 1024):
-            for raw in block.raws:
-                doc = source.decode(f, raw, skips)
-                if doc is None:
-                    continue
-                docs += 1
-                if isinstance(doc, str):
-                    texts.append(doc)
-                    if len(texts) >= batch:
-                        flush()
-                else:
-                    tokens += len(doc) + 2
-        if skips:
-            log.warning(skips.summary(path))
-    flush()
-    return tokens, docs  # (0, 0) without usable documents: MLMDataModule excludes (or refuses) the language
-
-
-class _CountCache:
-    """Measured token counts per language, keyed by tokenizer and file list (relative paths and sizes).
-
-    Stored in ``<root>/mmbert_token_counts.json`` (committed for the sample corpus), or under
-    ``~/.cache/mmbert`` when the data folder is read-only.
-    """
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.path = root / CACHE_NAME
-        if not os.access(root, os.W_OK) and not self.path.exists():
-            key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:16]
-            self.path = (
-                Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mmbert" / f"{key}.json"
-            )
-        try:
-            self.data: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        except (OSError, ValueError):
-            self.data = {}
-
-    def fingerprint(self, files: Sequence[str]) -> dict[str, int]:
-        return {Path(f).relative_to(self.root).as_posix(): Path(f).stat().st_size for f in files}
-
-    def get(self, tok_key: str, lang: str, files: Sequence[str]) -> int | None:
-        entry = self.data.get(tok_key, {}).get(lang)
-        return entry["tokens"] if entry and entry["files"] == self.fingerprint(files) else None
-
-    def find(self, files: Mapping[str, Sequence[str]]) -> dict[str, dict[str, int]]:
-        """``{tokenizer key: {lang: tokens}}`` of the keys that hold every language of ``files`` as it is
-        now; looked up without the tokenizer (whose fingerprint is the key)."""
-        found = {}
-        for tok_key in self.data:
-            counts = {lang: self.get(tok_key, lang, f) for lang, f in files.items()}
-            if all(n is not None for n in counts.values()):
-                found[tok_key] = counts
-        return found
-
-    def mean_doc_tokens(self, tok_key: str, lang: str, files: Sequence[str]) -> float | None:
-        """Tokens per document of the cached count of these files, or None."""
-        entry = self.data.get(tok_key, {}).get(lang)
-        if not entry or not entry.get("docs") or entry["files"] != self.fingerprint(files):
-            return None
-        return entry["tokens"] / entry["docs"]
-
-    def put(self, tok_key: str, lang: str, files: Sequence[str], tokens: int, docs: int) -> None:
-        self.data.setdefault(tok_key, {})[lang] = {
-            "files": self.fingerprint(files),
-            "tokens": tokens,
-            "docs": docs,
-        }
-
-    def save(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
-        except OSError as e:
-            log.warning("could not write the token count cache %s: %s", self.path, e)
-
-
 class FolderMix(MixSpec):
-    """A local FineWeb2-layout folder: ``{lang}_{Script}/train/*`` (+ ``test/*``), also under ``data/``."""
+    """A local FineWeb2-layout folder: ``{lang}_{Script}/train/*`` (+ ``test/*``), also under ``data/``.
+
+    ``count_tokens``: ``estimate`` (tokens per byte of a ``sample_bytes`` sample of each language, scaled by
+    its size) or ``exact`` (tokenize everything); see :mod:`mmbert.data.counts`.
+    """
 
     def __init__(
         self,
@@ -307,6 +222,8 @@ class FolderMix(MixSpec):
         text_field: str = "text",
         val_languages: Sequence[str] | str | None = None,
         name: str | None = None,
+        count_tokens: str = ESTIMATE,
+        sample_bytes: int = SAMPLE_BYTES,
     ) -> None:
         if path is None or str(path) in ("", "???"):
             raise DataError("data_mix.path is not set (data_mix=folder data_mix.path=DIR)")
@@ -314,6 +231,10 @@ class FolderMix(MixSpec):
         self.name = name or self.root.name
         self.tokenizer = tokenizer
         self.text_field = text_field
+        self.count_method = check_method(count_tokens, "data_mix.count_tokens")
+        if not isinstance(sample_bytes, int) or sample_bytes < 1:
+            raise DataError(f"data_mix.sample_bytes must be an integer >= 1, got {sample_bytes!r}")
+        self.sample_bytes = sample_bytes
         self.folders = discover_languages(self.root)
         wanted = _as_list(languages)
         if wanted is None:
@@ -340,14 +261,14 @@ class FolderMix(MixSpec):
         return list(self._languages)
 
     def train_files(self, lang: str) -> list[Path]:
-        return _data_files(self.folders[lang] / "train")
+        return data_files(self.folders[lang] / "train")
 
     def train_source(self, lang: str, holdout: int = 0) -> Source:
         return FileSource(lang, self.train_files(lang), self.text_field, holdout)
 
     def val_source(self, lang: str) -> Source | None:
         test = self.folders[lang] / "test"
-        files = _data_files(test) if test.is_dir() else []
+        files = data_files(test) if test.is_dir() else []
         return FileSource(lang, files, self.text_field) if files else None
 
     def _train_files(self) -> dict[str, list[str]]:
@@ -356,25 +277,21 @@ class FolderMix(MixSpec):
     def cached_counts(self) -> dict[str, int] | None:
         """The cached counts of these files, found without loading the tokenizer; None unless exactly one
         tokenizer's counts cover every language (several: which one is the mix's needs the tokenizer)."""
-        found = list(_CountCache(self.root).find(self._train_files()).values())
+        found = list(CountCache(self.root).find(self._train_files()).values())
         return found[0] if len(found) == 1 else None
 
     def measured_counts(self) -> dict[str, int]:
         tok = load_tokenizer(self.tokenizer)
-        tok_key = _tokenizer_fingerprint(tok)
-        cache = _CountCache(self.root)
-        counts, dirty = {}, False
-        for lang in self._languages:
-            files = [str(f) for f in self.train_files(lang)]
-            n = cache.get(tok_key, lang, files)
-            if n is None:
-                n, docs = measure_tokens(self.train_source(lang), tok)
-                cache.put(tok_key, lang, files, n, docs)
-                dirty = True
-            counts[lang] = n
-        if dirty:
-            cache.save()
-        return counts
+
+        def count(src: Source) -> tuple[int, int, bool]:
+            if self.count_method == ESTIMATE:
+                return estimate_tokens(src, tok, self.sample_bytes)  # type: ignore[arg-type]
+            return (*measure_tokens(src, tok), False)
+
+        sources = {lang: self.train_source(lang) for lang in self._languages}
+        return cached_counts(
+            CountCache(self.root), tokenizer_fingerprint(tok), sources, count, self.count_method
+        )
 
     def token_counts(self) -> dict[str, int]:
         if self._given is not None:
@@ -387,7 +304,7 @@ class FolderMix(MixSpec):
         return self.cached_counts()
 
     def mean_doc_tokens(self) -> dict[str, float]:
-        cache, tok_key = _CountCache(self.root), _tokenizer_fingerprint(load_tokenizer(self.tokenizer))
+        cache, tok_key = CountCache(self.root), tokenizer_fingerprint(load_tokenizer(self.tokenizer))
         means = {lang: cache.mean_doc_tokens(tok_key, lang, f) for lang, f in self._train_files().items()}
         return {lang: m for lang, m in means.items() if m is not None}
 
@@ -627,13 +544,13 @@ class MdsMix(MixSpec):
         if given is not None:
             return given
         files = {lang: [str(s.path) for s in shards] for lang, shards in self.shards.items()}
-        return _CountCache(self.root).find(files).get("mds")
+        return CountCache(self.root).find(files).get("mds")
 
     def available_tokens(self) -> dict[str, int] | None:
         return self.known_counts()  # released or not, the shards are all the data there is
 
     def mean_doc_tokens(self) -> dict[str, float]:
-        cache = _CountCache(self.root)
+        cache = CountCache(self.root)
         files = {lang: [str(s.path) for s in shards] for lang, shards in self.shards.items()}
         means = {lang: cache.mean_doc_tokens("mds", lang, f) for lang, f in files.items()}
         return {lang: m for lang, m in means.items() if m is not None}
@@ -642,16 +559,9 @@ class MdsMix(MixSpec):
         given = self._given_counts()
         if given is not None:
             return given
-        cache = _CountCache(self.root)
-        counts, dirty = {}, False
-        for lang, shards in self.shards.items():
-            files = [str(s.path) for s in shards]
-            n = cache.get("mds", lang, files)
-            if n is None:
-                n, docs = measure_tokens(self.train_source(lang), load_tokenizer(self.tokenizer))
-                cache.put("mds", lang, files, n, docs)
-                dirty = True
-            counts[lang] = n
-        if dirty:
-            cache.save()
-        return counts
+        tok = load_tokenizer(self.tokenizer)
+        sources = {lang: self.train_source(lang) for lang in self.shards}
+        # Pre-tokenized: exact counting reads the shards but tokenizes nothing.
+        return cached_counts(
+            CountCache(self.root), "mds", sources, lambda src: (*measure_tokens(src, tok), False), "exact"
+        )

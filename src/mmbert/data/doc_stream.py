@@ -1,9 +1,14 @@
 """One source's documents as one shard (rank x dataloader worker) sees them: epochs, shuffling, sharding.
 
-Sharding is deterministic and disjoint: with at least as many files as shards, shard ``g`` owns files
-``g, g + G, ...``; otherwise every shard reads every file and keeps the records whose index in the file is
-``g mod G``. Together the shards see every document of the source exactly once per epoch. A shard that owns
-no documents (a source smaller than the number of shards) falls back to reading the whole source, with a
+Sharding is deterministic and disjoint: with at least as many files as shards, shard ``g`` owns in its
+epoch ``e`` the files ``f`` with ``(f + e) mod G == g`` (in epoch 0: ``g, g + G, ...``); otherwise every shard
+reads every file and keeps the records whose index in the file is ``g mod G``. Together the shards see every
+document of the source exactly once per epoch. The rotation matters when the files do not divide evenly
+(10 files over 8 shards): shards draw the language at the same token rate, so a shard owning two files would
+read each half as often as a shard owning one. Rotated, every file visits every shard once in ``G``
+consecutive epochs, so each shard reads the whole source once per ``G`` epochs and every file is drawn at
+its share of the source's tokens. A shard that owns no documents (a source smaller than the number of
+shards, or ``G`` epochs in a row without a usable document) falls back to reading the whole source, with a
 warning, rather than stalling.
 
 Shuffling is reseeded per epoch: the file order, and the records inside each block of ``block_size``
@@ -51,6 +56,7 @@ class DocStream:
         self.in_block: int = st.get("in_block", 0)  # documents of the current block already returned
         self.docs_in_epoch: int = st.get("docs_in_epoch", 0)
         self.replicated: bool = st.get("replicated", False)
+        self.empty_epochs: int = st.get("empty_epochs", 0)  # consecutive epochs without a usable document
         self._blocks: Iterator[Block] | None = None
         self._docs: list[Any] = []
         self._next = 0
@@ -61,6 +67,7 @@ class DocStream:
         return {
             "epoch": self.epoch, "pos": self.pos, "cursor": self.cursor, "in_block": self.in_block,
             "docs_in_epoch": self.docs_in_epoch, "replicated": self.replicated,
+            "empty_epochs": self.empty_epochs,
         }  # fmt: skip
 
     @property
@@ -71,7 +78,11 @@ class DocStream:
         n = len(self.source.files())
         if n == 0:
             raise DataError(f"source {self.source.name!r} has no files")
-        files = list(range(self.shard, n, self.num_shards)) if self._by_file else list(range(n))
+        if self._by_file:
+            first = (self.shard - self.epoch) % self.num_shards
+            files = list(range(first, n, self.num_shards))
+        else:
+            files = list(range(n))
         perm = _rng(self.seed, self._key, self.epoch, self.shard).permutation(len(files))
         return [files[i] for i in perm]
 
@@ -96,7 +107,11 @@ class DocStream:
         self.pos += 1
 
     def _finish_epoch(self) -> None:
-        if self.docs_in_epoch == 0:
+        self.empty_epochs = 0 if self.docs_in_epoch else self.empty_epochs + 1
+        # By file, another epoch reads other files: only G empty epochs in a row mean the shard owns nothing.
+        if self._by_file and 0 < self.empty_epochs < self.num_shards:
+            self.epoch += 1
+        elif self.docs_in_epoch == 0:
             if self.replicated:
                 files = self.source.files()
                 raise DataError(f"source {self.source.name!r} has no usable documents in {files}")
@@ -105,6 +120,7 @@ class DocStream:
                 self.source.name, self.shard, self.num_shards,
             )  # fmt: skip
             self.replicated = True
+            self.empty_epochs = 0
         else:
             self.epoch += 1
         self.pos, self.docs_in_epoch, self.cursor, self.in_block = 0, 0, None, 0

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from mmbert.data.mixing import TokenSampler
+from mmbert.data.doc_stream import DocStream
 from mmbert.data.packing import BestFitPacker, Row, frame_documents
+from mmbert.data.sampling import TokenSampler
 from mmbert.data.sources import Source
-from mmbert.data.stream import DocStream
-from mmbert.data.tokenizer import encode_bodies, load_tokenizer
+from mmbert.data.tokenizer import load_tokenizer, tokenize_documents
 
 
 @dataclass(frozen=True)
@@ -95,9 +95,7 @@ class RowGenerator:
             self._fresh = self._snapshot()
         picks = self.sampler.draw(self.cfg.tokenize_batch).tolist()
         docs = [self._stream(i).next_doc() for i in picks]
-        texts = [d for d in docs if isinstance(d, str)]
-        encoded = iter(encode_bodies(self.backend, texts) if texts else [])
-        bodies = [next(encoded) if isinstance(d, str) else d for d in docs]
+        bodies = tokenize_documents(self.backend, docs)
         framed = frame_documents(bodies, self.cfg.seq_len, self.cfg.bos_id, self.cfg.eos_id)
         for i, chunks in zip(picks, framed, strict=True):
             self.sampler.observe(i, sum(len(c) for c in chunks))
@@ -115,7 +113,7 @@ class RowGenerator:
         return row, fresh
 
 
-def _identity(x: Any) -> Any:
+def identity(x: Any) -> Any:
     return x
 
 
