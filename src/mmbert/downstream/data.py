@@ -1,8 +1,11 @@
 """Reading a task's splits from local files (jsonl, parquet, csv) or hub datasets, with column names mapped
 to the task's fields, and the checks that run before any training.
 
-A split's source is a path, a hub spec ``{hub: NAME, name: CONFIG, split: SPLIT, language: LANG}`` (the
-``datasets.load_dataset`` call; ``language`` labels every row), or a list of those, concatenated. Fields are
+A split's source is a path, ``{path: FILE, language: LANG}``, a hub spec ``{hub: NAME, name: CONFIG, split: SPLIT,
+language: LANG}`` (the ``datasets.load_dataset`` call, other keys passed on to it), or a list of those,
+concatenated. ``language`` labels every row of the source; ``language_from: {field: F, regex: R, names: {...}}``
+takes each row's language from the first group of ``R`` in field ``F`` instead (TyDiQA's ids), mapped by
+``names``. Fields are
 the task's names (``text``, ``answers.text``); ``columns`` maps a field to the source's column, dotted for a
 nested struct (``answers.text`` inside an ``answers`` column) or flat (a csv column named ``answers.text``).
 In csv files a list-valued field (``tokens``, ``answers.text``) is a JSON list.
@@ -11,6 +14,7 @@ In csv files a list-valued field (``tokens``, ``answers.text``) is a JSON list.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,17 +68,21 @@ def read_split(
     columns = dict(columns or {})
     origins, rows = [], []
     for src in sources:
-        origin, table, fixed_language = _open(src, name)
+        origin, table, language_rule = _open(src, name)
         origins.append(origin)
-        rows.extend(_rows(name, origin, table, fields, columns, fixed_language))
+        rows.extend(_rows(name, origin, table, fields, columns, language_rule))
     split = Split(name, " + ".join(origins), rows[:limit] if limit else rows)
     if not split.rows:
         raise split.error("the split is empty")
     return split
 
 
-def _open(src: Any, split_name: str) -> tuple[str, list[dict[str, Any]] | Any, str | None]:
-    """(origin, records or a datasets.Dataset, fixed language)."""
+def _open(src: Any, split_name: str) -> tuple[str, list[dict[str, Any]], Any]:
+    """(origin, records, language rule: None, a language, or a ``language_from`` mapping)."""
+    if isinstance(src, Mapping) and "path" in src:
+        spec = dict(src)
+        origin, records, _ = _open(str(spec.pop("path")), split_name)
+        return origin, records, _language_rule(spec, split_name)
     if isinstance(src, str | Path):
         path = Path(src)
         if not path.is_file():
@@ -111,11 +119,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _read_hub(spec: dict[str, Any], split_name: str) -> tuple[str, Any, str | None]:
+def _language_rule(spec: dict[str, Any], split_name: str) -> Any:
+    """Pops ``language`` / ``language_from`` from a source spec."""
+    language, rule = spec.pop("language", None), spec.pop("language_from", None)
+    if rule is not None:
+        if not isinstance(rule, Mapping) or "field" not in rule or "regex" not in rule:
+            raise DataError(f"task.{split_name}_file: language_from needs 'field' and 'regex', got {rule!r}")
+        return {
+            "field": rule["field"],
+            "regex": re.compile(rule["regex"]),
+            "names": dict(rule.get("names") or {}),
+        }
+    return language
+
+
+def _read_hub(spec: dict[str, Any], split_name: str) -> tuple[str, list[dict[str, Any]], Any]:
     import datasets
 
     hub, config, split = spec.pop("hub"), spec.pop("name", None), spec.pop("split", split_name)
-    language = spec.pop("language", None)
+    language = _language_rule(spec, split_name)
     origin = f"{hub}" + (f"/{config}" if config else "") + f"[{split}]"
     try:
         ds = datasets.load_dataset(hub, config, split=split, **spec)
@@ -149,8 +171,10 @@ def _rows(
     records: list[dict[str, Any]],
     fields: Fields,
     columns: Mapping[str, str],
-    fixed_language: str | None,
+    language_rule: Any,
 ) -> list[dict[str, Any]]:
+    if not records:
+        return []
     wanted = [*fields.required, *fields.optional, "language"]
     present = {f for f in wanted if records and _has(records[0], columns.get(f, f))}
     for f in fields.required:
@@ -172,11 +196,25 @@ def _rows(
                     raise DataError(f"{split_name} split {origin}: row {i} has no value for field {f!r}")
                 continue
             row[f] = value
-        if fixed_language is not None:
-            row["language"] = fixed_language
+        if isinstance(language_rule, Mapping):
+            row["language"] = _language_of(record, language_rule, f"{split_name} split {origin}: row {i}")
+        elif language_rule is not None:
+            row["language"] = language_rule
         row["language"] = str(row.get("language") or UNKNOWN_LANGUAGE)
         rows.append(row)
     return rows
+
+
+def _language_of(record: Mapping[str, Any], rule: Mapping[str, Any], where: str) -> str:
+    try:
+        value = str(_get(record, rule["field"]))
+    except KeyError:
+        raise DataError(f"{where}: no field {rule['field']!r} for language_from") from None
+    match = rule["regex"].search(value)
+    if match is None:
+        raise DataError(f"{where}: field {rule['field']!r}={value!r} does not match language_from.regex")
+    code = match.group(1) if match.groups() else match.group(0)
+    return rule["names"].get(code, code)
 
 
 def _has(record: Mapping[str, Any], column: str) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -95,7 +94,7 @@ def finetune(
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(loss.item())
             history.steps += 1
             bar.update()
             bar.set_postfix(epoch=epoch, loss=f"{losses[-1]:.3f}")
@@ -124,11 +123,3 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     return max(0.0, (total - step) / max(1, total - warmup))
-
-
-def grouped(items: Sequence[Any], size: int) -> list[list[int]]:
-    """Index batches of ``size`` (evaluation)."""
-    return [list(range(i, min(i + size, len(items)))) for i in range(0, len(items), size)]
-
-
-__all__ = ["FinetuneConfig", "History", "finetune", "grouped", "math"]
