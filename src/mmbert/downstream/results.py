@@ -29,7 +29,13 @@ def table_rows(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (run, language): the overall metrics under language ``all``, then each language's."""
     rows = []
     for r in results:
-        base = {"task": r["task"], "model": r["model"], "seed": r.get("seed"), "protocol": r.get("protocol")}
+        base = {
+            "task": r["task"],
+            "type": r.get("type"),
+            "model": r["model"],
+            "seed": r.get("seed"),
+            "protocol": r.get("protocol"),
+        }
         metrics = dict(r["metrics"])
         per_language = metrics.pop("per_language", {})
         rows.append({**base, "language": "all", **metrics})

@@ -204,3 +204,75 @@ def write_toy_tasks(
         "qa": write_splits(qa_rows(sentences), out / "qa", fmt),
         "retrieve": write_splits(retrieve_rows(parallel), out / "retrieve", fmt),
     }
+
+
+# Fine-tuning settings for the toy model (a few hundred examples): a higher LR and more epochs than the
+# benchmark configs, sized so that every task on every checkpoint of the toy recipe runs in seconds.
+TOY_FINETUNE = {"epochs": 5, "lr": 3e-4, "batch_size": 16, "batch_tokens": 2048, "warmup_ratio": 0.1}
+TOY_TASK_TYPES = {
+    "script": "classify",
+    "translation": "classify",
+    "tag": "tag",
+    "qa": "qa",
+    "retrieve": "retrieve",
+}
+
+
+def toy_task(name: str, files: Mapping[str, Path], max_len: int = 128) -> Any:
+    """The Task of toy task ``name`` over its written ``files`` (see :func:`write_toy_tasks`)."""
+    from mmbert.downstream.tasks import ClassifyTask, QaTask, RetrieveTask, TagTask
+
+    split_files = {f"{split}_file": str(path) for split, path in files.items()}
+    kind = TOY_TASK_TYPES[name]
+    if kind == "retrieve":
+        return RetrieveTask(name, max_len=max_len, **split_files)
+    cls = {"classify": ClassifyTask, "tag": TagTask, "qa": QaTask}[kind]
+    extra = {"doc_stride": 32, "max_question_tokens": 16} if kind == "qa" else {}
+    return cls(name, max_len=max_len, finetune=TOY_FINETUNE, **extra, **split_files)
+
+
+def evaluate_toy(
+    checkpoints: Mapping[str, str | Path],
+    tasks: Mapping[str, Mapping[str, Path]],
+    seed: int = 0,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """One row per (checkpoint, task, language) with every metric (language ``all``: overall), for the toy
+    tasks ``tasks`` (:func:`write_toy_tasks`) on each checkpoint."""
+    from tqdm import tqdm
+
+    from mmbert.downstream.results import table_rows
+    from mmbert.downstream.run import evaluate
+
+    results = []
+    for ckpt, path in tqdm(list(checkpoints.items()), desc="checkpoints"):
+        for name, files in tasks.items():
+            result = evaluate(toy_task(name, files), path, seed=seed, device=device)
+            results.append(result | {"model": ckpt})
+    return pd.DataFrame(table_rows(results))
+
+
+def main_metrics(table: pd.DataFrame) -> pd.DataFrame:
+    """checkpoint x task table of each task's main metric over all languages."""
+    from mmbert.downstream.tasks import ClassifyTask, QaTask, RetrieveTask, TagTask
+
+    main = {"classify": ClassifyTask, "tag": TagTask, "qa": QaTask, "retrieve": RetrieveTask}
+    overall = table[table["language"] == "all"].set_index(["model", "task"])
+    columns = {}
+    for task in overall.index.get_level_values("task").unique():
+        rows = overall.xs(task, level="task")
+        metric = main[rows["type"].iloc[0]].main_metric
+        columns[f"{task} {metric}"] = rows[metric]
+    return pd.DataFrame(columns).rename_axis("checkpoint")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the toy downstream tasks from a corpus's sentences.")
+    parser.add_argument("corpus", nargs="?", default="data/sample")
+    parser.add_argument("out_dir", nargs="?", default="outputs/toy_tasks")
+    parser.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
+    args = parser.parse_args()
+    for task, files in write_toy_tasks(args.corpus, args.out_dir, args.format).items():
+        print(task, " ".join(str(p) for p in files.values()))
