@@ -18,7 +18,6 @@ from mmbert.downstream.tasks.base import Task
 from mmbert.model import MmBertForMaskedLM
 
 
-@torch.no_grad()
 def embed(
     encoder: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -28,7 +27,14 @@ def embed(
     device: str | torch.device = "cpu",
 ) -> Tensor:
     """[N, H] float32 mean of each text's last hidden states (``<bos> text <eos>``), packed, no padding."""
-    seqs = encode_framed(tokenizer, texts, max_len)
+    return embed_ids(encoder, encode_framed(tokenizer, texts, max_len), batch_tokens, device)
+
+
+@torch.no_grad()
+def embed_ids(
+    encoder: nn.Module, seqs: Sequence[Tensor], batch_tokens: int = 16384, device: str | torch.device = "cpu"
+) -> Tensor:
+    """[N, H] float32 mean-pooled last hidden states of framed token sequences."""
     out = torch.empty(len(seqs), encoder.config.hidden_size)
     for idx in batches_by_tokens([len(s) for s in seqs], batch_tokens, 4096, range(len(seqs))):
         batch = pack([seqs[i] for i in idx], device)
@@ -53,17 +59,23 @@ class RetrieveTask(Task):
 
     def encode(
         self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, train: bool
-    ) -> list[Any]:
-        self._tokenizer = tokenizer
-        return rows
+    ) -> list[tuple[Tensor, Tensor]]:
+        """(framed source ids, framed target ids) of each row."""
+        sources = encode_framed(tokenizer, [r["source"] for r in rows], self.max_len)
+        targets = encode_framed(tokenizer, [r["target"] for r in rows], self.max_len)
+        return list(zip(sources, targets, strict=True))
 
     def predict(
-        self, model: nn.Module, rows: list[dict[str, Any]], examples: list[Any], device: torch.device
+        self,
+        model: nn.Module,
+        rows: list[dict[str, Any]],
+        examples: list[tuple[Tensor, Tensor]],
+        device: torch.device,
     ) -> list[tuple[Tensor, Tensor]]:
+        """(source embedding, target embedding) of each row."""
         model.eval()
-        kw = dict(max_len=self.max_len, batch_tokens=self.eval_batch_tokens, device=device)
-        src = embed(model, self._tokenizer, [r["source"] for r in rows], **kw)
-        tgt = embed(model, self._tokenizer, [r["target"] for r in rows], **kw)
+        src = embed_ids(model, [e[0] for e in examples], self.eval_batch_tokens, device)
+        tgt = embed_ids(model, [e[1] for e in examples], self.eval_batch_tokens, device)
         return list(zip(src, tgt, strict=True))
 
     def score(self, rows: list[dict[str, Any]], predictions: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
