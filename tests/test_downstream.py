@@ -447,3 +447,28 @@ def test_task_configs_compose(tmp_path):
 def test_read_split_limit_and_fields(tmp_path):
     path = write_rows([{"text": f"s{i}", "label": i % 2} for i in range(10)], tmp_path / "x.jsonl")
     assert len(read_split("train", str(path), Fields(("text", "label")), limit=3).rows) == 3
+
+
+def test_language_from_a_field_and_fixed_languages(tmp_path):
+    rows = [
+        {"id": "finnish-1", "source": "Hyvää huomenta.", "target": "Good morning."},
+        {"id": "english-7", "source": "Hello.", "target": "Hi."},
+    ]
+    path = str(write_rows(rows, tmp_path / "x.jsonl"))
+    rule = {"field": "id", "regex": "^([a-z]+)-", "names": {"finnish": "fin_Latn"}}
+    split = read_split("test", {"path": path, "language_from": rule}, RetrieveTask.fields)
+    assert [r["language"] for r in split.rows] == ["fin_Latn", "english"]  # unmapped codes are kept
+    split = read_split("test", [{"path": path, "language": "fao_Latn"}, path], RetrieveTask.fields)
+    assert [r["language"] for r in split.rows] == ["fao_Latn", "fao_Latn", "und", "und"]
+    with pytest.raises(DataError, match=r"row 0: field 'id'='finnish-1' does not match language_from.regex"):
+        read_split(
+            "test", {"path": path, "language_from": {"field": "id", "regex": "^x"}}, RetrieveTask.fields
+        )
+
+
+def test_in_language_needs_training_rows_in_every_test_language(sentences, tmp_path):
+    rows = script_rows({k: sentences[k] for k in SCRIPT_LANGS[:3]})
+    train = [r for r in rows if r["language"] != "arb_Arab"]
+    files = _files(tmp_path, {"train": train, "test": rows})
+    with pytest.raises(DataError, match=r"in_language needs training rows.*\['arb_Arab'\]"):
+        ClassifyTask("c", protocol="in_language", **files).load()
