@@ -20,11 +20,12 @@ EXPECTED = [
     "03_fill_mask.ipynb",
     "04_crosslingual_embeddings.ipynb",
     "05_mixture.ipynb",
+    "06_downstream.ipynb",
 ]
 CELL_TIMEOUT_S = 300
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
