@@ -267,6 +267,10 @@ class StepCheckpoint(ModelCheckpoint):
                     signal.Signals(signum).name, self.last_model_path)  # fmt: skip
         if self.stop_request.requeue and trainer.is_global_zero:
             requeue_job()
+        # The loop would hand this step's metrics to the loggers right after this hook; do it now so the
+        # metrics of a resumed run have no gap (the loggers are finalised on the way out).
+        trainer._logger_connector.on_batch_end()
+        trainer._logger_connector.update_train_step_metrics()
         raise Preempted(signum, self.last_model_path)
 
     def _is_save_step(self, trainer) -> bool:
