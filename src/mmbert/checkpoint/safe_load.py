@@ -114,12 +114,13 @@ def safe_torch_load(
     formats = tuple(formats)
     zipped = _is_zip(path)
     found = pickled_globals(path) if zipped else []
-    refused = [name for name in found if not _allowed(name, formats)]
+    refused = sorted(name for name in found if not _allowed(name, formats))
     if refused:
-        what = ", ".join(refused)
+        # Name what no format allows first: that is what could run code.
+        unknown = [name for name in refused if not _allowed(name, ALLOWED)]
         raise UnsafeCheckpointError(
-            f"refusing to load {path}: it pickles {what}, which is not on the allow-list of "
-            f"{'/'.join(f.value for f in formats)} checkpoints (loading it could run code)"
+            f"refusing to load {path}: it pickles {', '.join(unknown or refused)}, which is not on the "
+            f"allow-list of {'/'.join(f.value for f in formats)} checkpoints (loading it could run code)"
         )
     stand_ins = [_stand_in(name) for name in found]
     try:
