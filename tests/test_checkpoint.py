@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import json
 import os
 import random
 import sys
@@ -93,7 +94,14 @@ class _FakeComposer:
 
 
 def write_composer(
-    path: Path, net: MmBertForMaskedLM, *, compiled=False, with_config=True, edit=None, callbacks=None
+    path: Path,
+    net: MmBertForMaskedLM,
+    *,
+    compiled=False,
+    with_config=True,
+    edit=None,
+    callbacks=None,
+    tokenizer=False,
 ) -> Path:
     """A Composer checkpoint in the released layout: {"state": State.state_dict(), "rng": [...]}."""
     model_state = {flexbert_key(k, compiled): v.clone() for k, v in net.state_dict().items()}
@@ -122,9 +130,20 @@ def write_composer(
             content = {"file_extension": ".json", "content": dict(FLEXBERT_CONFIG | {"hidden_size": net.config.hidden_size}),
                        "class": "bert_layers.model.FlexBertForMaskedLM"}  # fmt: skip
             state["integrations"] = {"huggingface": {"model": {"config": content}, "tokenizer": {}}}
+        if tokenizer:  # as HuggingFaceModel.get_metadata() keeps a tokenizer: JSON files parsed
+            state["integrations"]["huggingface"]["tokenizer"] = {
+                f.name: {"file_extension": ".json", "content": json.loads(f.read_text())}
+                for f in sorted(TOKENIZER.glob("*.json"))
+            }
         rng = [{"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}]
         torch.save({"state": state, "rng": rng}, path)
     return path
+
+
+def loaded_vocab(folder: Path) -> dict[str, int]:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder).get_vocab()
 
 
 def _same_weights(a: MmBertForMaskedLM, b: MmBertForMaskedLM) -> None:
@@ -165,22 +184,25 @@ def test_composer_checkpoint_loads_with_its_config_and_the_same_logits(tmp_path,
 
 def test_composer_checkpoint_as_init_from_convert_and_merge_input(tmp_path, capsys):
     net = _model()
-    pt = write_composer(tmp_path / "ext.pt", net)
+    pt = write_composer(tmp_path / "ext.pt", net, tokenizer=True)
+    _, tokenizer = load_model(pt)  # written from the checkpoint's own copy, removed when the reader closes
+    assert tokenizer is not None and tokenizer.get_vocab() == loaded_vocab(TOKENIZER)
 
     fresh = MmBertForMaskedLM(net.config)
     assert load_initial_weights(fresh, str(pt)) is None  # no Lightning state to carry over
     _same_weights(fresh.eval(), net)
 
-    convert(["to-hf", str(pt), str(tmp_path / "hf"), "--tokenizer", str(TOKENIZER)])
+    convert(["to-hf", str(pt), str(tmp_path / "hf")])  # the tokenizer the checkpoint holds
     from_hf, tokenizer = load_hf_folder(tmp_path / "hf")
     _same_weights(from_hf, net)
-    assert tokenizer is not None
+    assert tokenizer is not None and tokenizer.get_vocab() == loaded_vocab(TOKENIZER)
 
     other = _model(seed=1)
     save_hf_folder(other, tmp_path / "other", tokenizer=TOKENIZER)
     merged = run_merge({"method": "linear", "models": [str(pt), str(tmp_path / "other")],
                         "output_dir": str(tmp_path / "merged")})  # fmt: skip
-    result, _ = load_hf_folder(merged)
+    result, merged_tokenizer = load_hf_folder(merged)
+    assert merged_tokenizer is not None, "the Composer input's tokenizer is copied"
     for name, tensor in result.state_dict().items():
         expected = (net.state_dict()[name] + other.state_dict()[name]) / 2
         torch.testing.assert_close(tensor, expected, rtol=0, atol=1e-7, msg=name)

@@ -38,10 +38,10 @@ def checkpoint_to_hf(
     try:
         cfg = resolve_config(config) if config is not None else reader.require_config()
         net = model_from_state(cfg, reader.read_all(), source=str(ckpt_path))
-        tokenizer = tokenizer or reader.tokenizer_source
+        own = reader.tokenizer_dir() or reader.tokenizer_source
+        return save_hf_folder(net, out_dir, tokenizer=tokenizer or own)
     finally:
         reader.close()
-    return save_hf_folder(net, out_dir, tokenizer=tokenizer)
 
 
 def hf_to_checkpoint(source: str | Path, out_path: str | Path, config: str | None = None) -> Path:

@@ -17,6 +17,7 @@ which are this project's names:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -87,6 +88,29 @@ def composer_hf_config(checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
     except (KeyError, TypeError):
         return None
     return dict(content) if isinstance(content, Mapping) else None
+
+
+def composer_tokenizer_files(checkpoint: Mapping[str, Any]) -> dict[str, bytes]:
+    """The tokenizer files Composer's HuggingFaceModel stored in ``state["integrations"]`` (contents as it
+    keeps them: parsed JSON, lists of lines, bytes or text), as file bytes; empty if there are none."""
+    try:
+        stored = checkpoint["state"]["integrations"]["huggingface"]["tokenizer"]
+    except (KeyError, TypeError):
+        return {}
+    files: dict[str, bytes] = {}
+    for name, entry in (stored or {}).items():
+        content = entry.get("content") if isinstance(entry, Mapping) else None
+        if "/" in name or name.startswith(".") or content is None:
+            continue  # only plain file names, written into a folder of ours
+        if isinstance(content, bytes):
+            files[name] = content
+        elif isinstance(content, str):
+            files[name] = content.encode()
+        elif isinstance(content, list) and name.endswith(".txt"):
+            files[name] = "\n".join(map(str, content)).encode()
+        elif isinstance(content, Mapping | list):
+            files[name] = json.dumps(content, ensure_ascii=False).encode()
+    return files
 
 
 def config_from_flexbert(d: Mapping[str, Any], *, source: str) -> MmBertConfig:

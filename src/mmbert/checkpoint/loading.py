@@ -120,7 +120,8 @@ def load_model(
 
 def load_tokenizer_of(reader: CheckpointReader, cfg: MmBertConfig) -> PreTrainedTokenizerBase | None:
     """The tokenizer a checkpoint holds or names; its size must fit the vocabulary."""
-    source = reader.tokenizer_source
+    folder = reader.tokenizer_dir()
+    source = str(folder) if folder is not None else reader.tokenizer_source
     if source is None:
         return None
     local = Path(source).expanduser()

@@ -11,7 +11,9 @@ import ctypes.util
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,6 +258,8 @@ class TorchFileReader(CheckpointReader):
 
     def __init__(self, path: Path, formats: tuple[Format, ...]) -> None:
         self.path = path
+        self._tokenizer_files: dict[str, bytes] = {}
+        self._tokenizer_tmp: Path | None = None
         checkpoint, stood_in = safe_torch_load(path, formats)
         self.kind = format_of_content(checkpoint, path) if len(formats) > 1 else formats[0]
         exact, prefixes = ALLOWED[self.kind]
@@ -303,6 +307,7 @@ class TorchFileReader(CheckpointReader):
 
     def _composer(self, checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
         state = flexbert.project_state(checkpoint["state"]["model"], str(self.path))
+        self._tokenizer_files = flexbert.composer_tokenizer_files(checkpoint)
         hf_config = flexbert.composer_hf_config(checkpoint)
         if hf_config is None:
             self.config_problem = (
@@ -318,8 +323,22 @@ class TorchFileReader(CheckpointReader):
     def read(self, name: str, rows: Rows = None) -> Tensor:
         return _read_mapped(self._state[name], rows, self._releaser)
 
+    def tokenizer_dir(self) -> Path | None:
+        """Composer keeps the tokenizer's files inside the checkpoint: they are written to a temporary folder
+        that lives until :meth:`close`."""
+        if not self._tokenizer_files:
+            return super().tokenizer_dir()
+        if self._tokenizer_tmp is None:
+            self._tokenizer_tmp = Path(tempfile.mkdtemp(prefix="mmbert-composer-tokenizer-"))
+            for name, data in self._tokenizer_files.items():
+                (self._tokenizer_tmp / name).write_bytes(data)
+        return self._tokenizer_tmp if find_tokenizer_files(self._tokenizer_tmp) else None
+
     def close(self) -> None:
         self._state.clear()
+        if self._tokenizer_tmp is not None:
+            shutil.rmtree(self._tokenizer_tmp, ignore_errors=True)
+            self._tokenizer_tmp = None
 
 
 def _read_mapped(tensor: Tensor, rows: Rows, releaser: _PageReleaser) -> Tensor:
