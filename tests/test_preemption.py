@@ -133,3 +133,12 @@ def test_token_checkpoints_and_the_token_budget_act_at_optimizer_step_boundaries
         assert step_tokens[step - 2] < int(path.stem.split("-")[1]) <= step_tokens[step - 1]
         moments = ckpt["optimizer_states"][0]["state"]
         assert {int(s["step"]) for s in moments.values()} == {step}
+
+
+def test_a_signal_on_the_last_step_lets_the_run_finish(compose_fast, tmp_path):
+    out = tmp_path / "run"
+    datamodule, module, trainer = build(compose_fast(*COMMON, output_dir=out))
+    trainer.callbacks.insert(0, SignalAt(6, signal.SIGTERM))  # max_steps=6: the work is done anyway
+    trainer.fit(module, datamodule=datamodule)
+    assert trainer.global_step == 6 and (out / "hf" / "model.safetensors").is_file()
+    assert _ckpt(out / "checkpoints" / "last.ckpt")["global_step"] == 6

@@ -256,8 +256,10 @@ class StepCheckpoint(ModelCheckpoint):
             self._defer_save_until_validation = True  # ModelCheckpoint.on_validation_end saves then
         else:
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        # Every rank stops at the same step, whichever received the signal.
-        if trainer.strategy.reduce_boolean_decision(self.stop_request.signum is not None, all=False):
+        # Every rank stops at the same step, whichever received the signal. A run that ends with this very
+        # step (token budget, max_steps) just finishes: final checkpoint and export, status 0.
+        stop = trainer.strategy.reduce_boolean_decision(self.stop_request.signum is not None, all=False)
+        if stop and not (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step):
             self._stop(trainer)
 
     def _stop(self, trainer) -> None:
