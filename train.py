@@ -4,12 +4,14 @@ import hydra
 from omegaconf import DictConfig
 
 import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver)
+from mmbert.cli import user_errors
 from mmbert.train.run import run
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with user_errors("train.py"):
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -67,7 +67,10 @@ def test_from_hf_round_trips_every_tensor(tmp_path):
         assert torch.equal(again.state_dict()[name], tensor), name
 
 
-def test_to_hf_rejects_a_foreign_checkpoint(tmp_path):
+def test_to_hf_rejects_a_foreign_checkpoint(tmp_path, capsys):
     torch.save({"state_dict": {"net.x": torch.zeros(1)}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="mmbert_config"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["to-hf", str(tmp_path / "other.ckpt"), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "other.ckpt" in err and "mmbert_config" in err and len(err.strip().splitlines()) == 1

@@ -406,7 +406,7 @@ def test_missing_and_unknown_inputs(family, tmp_path):
         run_merge(_ties(family, tmp_path / "out", models=[*_models(family)[:2], str(tmp_path / "nope")]))
     text = tmp_path / "notes.txt"
     text.write_text("hi")
-    with pytest.raises(MergeError, match=r"neither a Hugging Face folder nor a Lightning \.ckpt"):
+    with pytest.raises(MergeError, match=r"notes\.txt is not a checkpoint this project reads"):
         run_merge(_ties(family, tmp_path / "out", base=str(text)))
     with pytest.raises(MergeError, match="would replace input"):
         run_merge(_ties(family, family["m1"], overwrite=True))

@@ -12,15 +12,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from mmbert.merge.io import (
-    HfFolderReader,
-    MergeError,
-    SafetensorsShardWriter,
-    TensorInfo,
-    _PageReleaser,
-    sha256_file,
-    staged_directory,
-)
+from mmbert.checkpoint import CheckpointError, HfFolderReader
+from mmbert.checkpoint.readers import _PageReleaser
+from mmbert.merge.io import MergeError, SafetensorsShardWriter, TensorInfo, sha256_file, staged_directory
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -100,15 +94,15 @@ def test_writer_refuses_out_of_plan_writes(tmp_path):
 
 
 def test_hf_reader_errors(tmp_path):
-    with pytest.raises(MergeError, match=re.escape("without config.json")):
+    with pytest.raises(CheckpointError, match=re.escape("without config.json")):
         HfFolderReader(tmp_path)
     _with_config(tmp_path)
-    with pytest.raises(MergeError, match=re.escape("neither model.safetensors nor")):
+    with pytest.raises(CheckpointError, match=re.escape("neither model.safetensors nor")):
         HfFolderReader(tmp_path)
     save_file({"w": torch.zeros(2)}, tmp_path / "part.safetensors")
     index = {"weight_map": {"w": "part.safetensors", "v": "part.safetensors"}}
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    with pytest.raises(MergeError, match=re.escape("tensor 'v' in part.safetensors")):
+    with pytest.raises(CheckpointError, match=re.escape("tensor 'v' in part.safetensors")):
         HfFolderReader(tmp_path)
 
 
@@ -150,7 +144,7 @@ def test_page_release_keeps_mmap_resident_memory_flat_and_values_intact(tmp_path
     path = tmp_path / "big.ckpt"
     big = torch.randn(1024, 8192)  # 32 MiB
     torch.save({"state_dict": {"net.w": big}}, path)
-    loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=False)["state_dict"]["net.w"]
+    loaded = torch.load(path, map_location="cpu", mmap=True, weights_only=True)["state_dict"]["net.w"]
     releaser = _PageReleaser(path)
     before = _rss_file_kb()
     for start in range(0, 1024, 32):  # 1 MiB chunks

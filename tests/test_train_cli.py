@@ -1,5 +1,5 @@
-"""train.py as users run it, in subprocesses: multirun sweeps, two DDP processes, and a run killed with
-SIGKILL mid-training that resumes to the same losses as an uninterrupted one."""
+"""train.py as users run it, in subprocesses: multirun sweeps, two DDP processes, a run killed with SIGKILL
+mid-training and one stopped with SIGTERM, each resuming to the same losses as an uninterrupted one."""
 
 from __future__ import annotations
 
@@ -123,3 +123,45 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert sorted(b) == list(range(step, 24))
     for s in b:
         assert math.isclose(a[s], b[s], abs_tol=1e-4), (s, a[s], b[s])
+
+
+@pytest.mark.slow
+def test_sigterm_to_train_py_writes_last_ckpt_exits_nonzero_and_resumes_exactly(tmp_path):
+    # Step checkpoints every 1000 steps, as in the report: only the stop itself can write last.ckpt.
+    common = ("trainer.max_steps=16", "callbacks.model_checkpoint.every_n_train_steps=1000")
+    straight = tmp_path / "straight"
+    _train(tmp_path, *common, f"hydra.run.dir={straight}")
+
+    stopped = tmp_path / "stopped"
+    # Token checkpoints show progress without touching last.ckpt.
+    proc = subprocess.Popen(
+        [
+            *TRAIN,
+            *FAST,
+            *common,
+            "callbacks.token_checkpoint.every_n_tokens=3000",
+            f"hydra.run.dir={stopped}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list((stopped / "checkpoints").glob("tokens-*.ckpt")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    step = _ckpt(stopped / "checkpoints" / "last.ckpt")["global_step"]
+    assert 1 <= step < 16
+
+    resumed = tmp_path / "resumed"
+    _train(
+        tmp_path, *common, f"ckpt_path={stopped / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={resumed}"
+    )
+    a, b = _losses(straight), _losses(resumed)
+    assert sorted(b) == list(range(step, 16))
+    assert all(a[s] == b[s] for s in b), [(s, a[s], b[s]) for s in b]

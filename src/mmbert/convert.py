@@ -1,11 +1,15 @@
-"""Convert between this project's Lightning checkpoints and Hugging Face ``ModernBertForMaskedLM`` folders.
+"""Convert any checkpoint this project reads to a Hugging Face ``ModernBertForMaskedLM`` folder, or to a
+weights-only Lightning checkpoint.
 
-    python -m mmbert.convert to-hf RUN/checkpoints/step-0000100.ckpt OUT_DIR [--tokenizer PATH_OR_HUB_NAME]
-    python -m mmbert.convert from-hf jhu-clsp/mmBERT-small OUT.ckpt
+    python -m mmbert.convert to-hf CHECKPOINT OUT_DIR [--tokenizer PATH_OR_HUB_NAME] [--config CONFIG]
+    python -m mmbert.convert from-hf SOURCE OUT.ckpt [--config CONFIG]
 
-``to-hf`` writes a folder that ``transformers.AutoModelForMaskedLM.from_pretrained`` loads (with the run's
-tokenizer, recorded in the checkpoint, unless another is given). ``from-hf`` writes a weights-only checkpoint
-that ``model.init_from=`` accepts; ``model.init_from`` also takes the HF folder or hub name directly.
+CHECKPOINT / SOURCE: an HF folder or hub name, a Lightning ``.ckpt`` (train.py's), a Composer ``.pt`` (the
+mmBERT authors' FlexBERT checkpoints), a ``.safetensors`` file or a torch state dict. ``--config`` gives the
+architecture of a file that carries none (a config.json, an HF folder or a hub name such as
+``jhu-clsp/mmBERT-base``). ``to-hf`` writes a folder that ``transformers.AutoModelForMaskedLM`` loads, with
+the tokenizer the checkpoint names unless ``--tokenizer`` gives another; ``from-hf`` writes a checkpoint
+that ``model.init_from=`` and ``merge.py`` accept (both also take every input format directly).
 """
 
 from __future__ import annotations
@@ -16,27 +20,32 @@ from pathlib import Path
 
 import torch
 
-from mmbert.hf import load_hf_folder, save_hf_folder
-from mmbert.model import MmBertConfig, MmBertForMaskedLM
-from mmbert.train.init import (
+from mmbert.checkpoint import (
     LIGHTNING_PREFIX,
-    load_lightning_checkpoint,
-    load_weights_strict,
-    state_dict_from_checkpoint,
+    load_model,
+    model_from_state,
+    open_model_reader,
+    resolve_config,
 )
+from mmbert.cli import user_errors
+from mmbert.hf import save_hf_folder
 
 
-def checkpoint_to_hf(ckpt_path: str | Path, out_dir: str | Path, tokenizer: str | None = None) -> Path:
-    ckpt = load_lightning_checkpoint(ckpt_path)
-    if "mmbert_config" not in ckpt:
-        raise ValueError(f"{ckpt_path}: no 'mmbert_config' entry; was it written by this project's train.py?")
-    net = MmBertForMaskedLM(MmBertConfig.coerce(ckpt["mmbert_config"]))
-    load_weights_strict(net, state_dict_from_checkpoint(ckpt, ckpt_path), str(ckpt_path))
-    return save_hf_folder(net, out_dir, tokenizer=tokenizer or ckpt.get("mmbert_tokenizer"))
+def checkpoint_to_hf(
+    ckpt_path: str | Path, out_dir: str | Path, tokenizer: str | None = None, config: str | None = None
+) -> Path:
+    reader = open_model_reader(ckpt_path)
+    try:
+        cfg = resolve_config(config) if config is not None else reader.require_config()
+        net = model_from_state(cfg, reader.read_all(), source=str(ckpt_path))
+        own = reader.tokenizer_dir() or reader.tokenizer_source
+        return save_hf_folder(net, out_dir, tokenizer=tokenizer or own)
+    finally:
+        reader.close()
 
 
-def hf_to_checkpoint(source: str | Path, out_path: str | Path) -> Path:
-    net, _ = load_hf_folder(source)
+def hf_to_checkpoint(source: str | Path, out_path: str | Path, config: str | None = None) -> Path:
+    net, _ = load_model(source, config=config)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     state = {f"{LIGHTNING_PREFIX}{k}": v for k, v in net.state_dict().items()}
@@ -47,18 +56,25 @@ def hf_to_checkpoint(source: str | Path, out_path: str | Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m mmbert.convert", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    to_hf = sub.add_parser("to-hf", help="Lightning checkpoint -> Hugging Face folder")
+    to_hf = sub.add_parser("to-hf", help="any checkpoint -> Hugging Face folder")
     to_hf.add_argument("checkpoint")
     to_hf.add_argument("out_dir")
     to_hf.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name (default: the run's)")
-    from_hf = sub.add_parser("from-hf", help="Hugging Face folder or hub name -> weights-only checkpoint")
+    to_hf.add_argument(
+        "--config", default=None, help="architecture for a file without one (hub name, folder)"
+    )
+    from_hf = sub.add_parser("from-hf", help="any checkpoint -> weights-only Lightning checkpoint")
     from_hf.add_argument("source")
     from_hf.add_argument("out_path")
+    from_hf.add_argument(
+        "--config", default=None, help="architecture for a file without one (hub name, folder)"
+    )
     args = parser.parse_args(argv)
-    if args.command == "to-hf":
-        print(checkpoint_to_hf(args.checkpoint, args.out_dir, args.tokenizer))
-    else:
-        print(hf_to_checkpoint(args.source, args.out_path))
+    with user_errors("python -m mmbert.convert"):
+        if args.command == "to-hf":
+            print(checkpoint_to_hf(args.checkpoint, args.out_dir, args.tokenizer, args.config))
+        else:
+            print(hf_to_checkpoint(args.source, args.out_path, args.config))
 
 
 if __name__ == "__main__":

@@ -7,28 +7,27 @@ Parameter names are identical on both sides; the token embedding and the decoder
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
-from torch import Tensor
+from safetensors.torch import save_file
 
+from mmbert.checkpoint.formats import (
+    CONFIG_FILE,
+    HUB_NAME,
+    SAFETENSORS_FILE,
+    SAFETENSORS_INDEX_FILE,
+    TIED_KEY,
+    TORCH_BIN_FILE,
+    find_tokenizer_files,
+)
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 if TYPE_CHECKING:
     from transformers import ModernBertForMaskedLM, PreTrainedTokenizerBase
 
 HF_MODEL_TYPE = "modernbert"
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX_FILE = "model.safetensors.index.json"
-TORCH_BIN_FILE = "pytorch_model.bin"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
-TIED_KEY = "decoder.weight"
-EMBEDDING_KEY = "model.embeddings.tok_embeddings.weight"
 _HUB_PATTERNS = [
     CONFIG_FILE,
     "*.safetensors",
@@ -38,7 +37,6 @@ _HUB_PATTERNS = [
     "*.model",
     "*.txt",
 ]
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Architecture options of transformers' ModernBERT that this implementation fixes, with the value it needs.
 _FIXED_OPTIONS = {
     "hidden_activation": "gelu",
@@ -259,8 +257,10 @@ def _as_float(value: Any) -> Any:
 def from_hf(hf_model: ModernBertForMaskedLM) -> MmBertForMaskedLM:
     """Copy of a transformers ModernBertForMaskedLM (same weights, dtype and device; decoder tied)."""
     cfg = config_from_hf_dict(hf_model.config.to_dict(), source=f"{type(hf_model).__name__}.config")
+    from mmbert.checkpoint.loading import model_from_state
+
     state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
-    model = _model_from_state_dict(cfg, state, source=f"{type(hf_model).__name__}")
+    model = model_from_state(cfg, state, source=f"{type(hf_model).__name__}")
     return model.train(hf_model.training)
 
 
@@ -305,22 +305,30 @@ def load_hf_folder(
     """Model (fp32, CPU) and tokenizer (None if the folder has none) from a local HF folder or a hub name such
     as jhu-clsp/mmBERT-small (downloaded through the HF cache; honours HF_HUB_OFFLINE). Strict: missing,
     unexpected or misshapen tensors raise, naming them."""
-    folder = _resolve_folder(path_or_hub_name, revision)
+    from mmbert.checkpoint.loading import model_from_state
+    from mmbert.checkpoint.readers import HfFolderReader
+
+    folder = resolve_folder(path_or_hub_name, revision)
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}")
     cfg = config_from_hf_dict(json.loads(config_path.read_text()), source=str(config_path))
     tokenizer = None
-    if any((folder / name).is_file() for name in TOKENIZER_FILES):
+    if find_tokenizer_files(folder):
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(folder)
         _check_tokenizer_size(tokenizer, cfg)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in _read_weights(folder).items()}
-    return _model_from_state_dict(cfg, state, source=str(folder)), tokenizer
+    reader = HfFolderReader(folder)
+    try:
+        state = reader.read_all()
+    finally:
+        reader.close()
+    return model_from_state(cfg, state, source=str(folder)), tokenizer
 
 
-def _resolve_folder(path_or_hub_name: str | Path, revision: str | None) -> Path:
+def resolve_folder(path_or_hub_name: str | Path, revision: str | None = None) -> Path:
+    """A local HF folder, or a hub name's snapshot (downloaded through the HF cache)."""
     local = Path(path_or_hub_name).expanduser()
     if local.is_dir():
         if revision is not None:
@@ -331,7 +339,7 @@ def _resolve_folder(path_or_hub_name: str | Path, revision: str | None) -> Path:
     if local.exists():
         raise NotADirectoryError(f"{local} is a file; expected an HF model folder or a hub name")
     name = str(path_or_hub_name)
-    if not _REPO_ID.match(name):
+    if not HUB_NAME.match(name):
         raise FileNotFoundError(f"{name!r} is neither a local folder nor a hub name like 'org/model'")
     from huggingface_hub import snapshot_download
 
@@ -341,57 +349,6 @@ def _resolve_folder(path_or_hub_name: str | Path, revision: str | None) -> Path:
         raise FileNotFoundError(
             f"could not get hub model {name!r} (revision {revision!r}) as a local folder or from the hub: {e}"
         ) from e
-
-
-def _read_weights(folder: Path) -> dict[str, Tensor]:
-    if (folder / SAFETENSORS_FILE).is_file():
-        return load_file(folder / SAFETENSORS_FILE)
-    if (folder / SAFETENSORS_INDEX_FILE).is_file():
-        weight_map: dict[str, str] = json.loads((folder / SAFETENSORS_INDEX_FILE).read_text())["weight_map"]
-        state: dict[str, Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            shard_path = folder / shard
-            if not shard_path.is_file():
-                raise FileNotFoundError(
-                    f"shard {shard} listed in {SAFETENSORS_INDEX_FILE} is missing from {folder}"
-                )
-            state.update(load_file(shard_path))
-        absent = sorted(set(weight_map) - set(state))
-        if absent:
-            raise ValueError(
-                f"tensors listed in {SAFETENSORS_INDEX_FILE} but absent from their shards: {absent}"
-            )
-        return state
-    if (folder / TORCH_BIN_FILE).is_file():
-        return torch.load(folder / TORCH_BIN_FILE, map_location="cpu", weights_only=True)
-    raise FileNotFoundError(
-        f"no {SAFETENSORS_FILE}, {SAFETENSORS_INDEX_FILE} or {TORCH_BIN_FILE} in {folder}"
-    )
-
-
-def _model_from_state_dict(cfg: MmBertConfig, state: dict[str, Tensor], *, source: str) -> MmBertForMaskedLM:
-    """Build the model on meta and assign `state` (no init, no copy); all or nothing."""
-    with torch.device("meta"):
-        model = MmBertForMaskedLM(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state) - {TIED_KEY})
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"state dict from {source} does not match the model: missing {missing}, unexpected {unexpected}"
-        )
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != expected[key]:
-            raise ValueError(
-                f"{key} from {source} has shape {tuple(tensor.shape)}, the model needs {expected[key]}"
-            )
-    if TIED_KEY in state and not torch.equal(state[TIED_KEY], state[EMBEDDING_KEY]):
-        raise ValueError(
-            f"{TIED_KEY} from {source} differs from {EMBEDDING_KEY}: untied decoders are unsupported"
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k != TIED_KEY}, strict=False, assign=True)
-    model.tie_weights()
-    return model
 
 
 def _resolve_tokenizer(

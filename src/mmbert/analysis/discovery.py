@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmbert.hf import CONFIG_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, TORCH_BIN_FILE
+from mmbert.checkpoint.formats import CONFIG_FILE, SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE, TORCH_BIN_FILE
 
 PHASES = ("pretrain", "midtrain", "decay", "merges")
 # Known names within a phase in the order the recipe describes them; unknown names sort after, by name.

@@ -13,15 +13,16 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.hf import load_hf_folder
+from mmbert.checkpoint import load_model
 from mmbert.model import IGNORE_INDEX, MmBertForMaskedLM
 
 
 def load_checkpoint(
     path: str | Path, tokenizer: PreTrainedTokenizerBase | None = None, device: str | torch.device = "cpu"
 ) -> tuple[MmBertForMaskedLM, PreTrainedTokenizerBase]:
-    """Model in eval mode on ``device`` and its tokenizer (the folder's own, else ``tokenizer``)."""
-    model, own = load_hf_folder(path)
+    """Model in eval mode on ``device`` and its tokenizer (the checkpoint's own, else ``tokenizer``); any
+    checkpoint format (:func:`mmbert.checkpoint.load_model`)."""
+    model, own = load_model(path)
     tok = own if own is not None else tokenizer
     if tok is None:
         raise ValueError(f"{path} has no tokenizer files; pass a tokenizer")

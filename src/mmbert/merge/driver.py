@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 import mmbert
+from mmbert.checkpoint import CONFIG_FILE, TIED_KEY
 from mmbert.merge.config import MergeConfig, MergeSpec
 from mmbert.merge.io import (
     CheckpointReader,
@@ -46,7 +47,6 @@ __all__ = ["run_merge"]
 
 log = logging.getLogger(__name__)
 
-TIED_DECODER = "decoder.weight"
 # Config fields that must agree for tensors to line up; vocab_size is checked first for a clearer message.
 ARCH_KEYS = ("vocab_size", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers")
 ARCH_KEYS += ("num_attention_heads", "tie_word_embeddings")
@@ -107,7 +107,7 @@ def plan_tensors(
             if mine != theirs:
                 what = "different vocab sizes" if key == "vocab_size" else f"different architectures ({key})"
                 raise MergeError(f"{what}: {ref.path} has {key}={mine}, {reader.path} has {key}={theirs}")
-    skip = {TIED_DECODER} if ref.config.get("tie_word_embeddings", True) else set()
+    skip = {TIED_KEY} if ref.config.get("tie_word_embeddings", True) else set()
     names = [name for name in ref.tensors if name not in skip]
     for reader in readers[1:]:
         missing = [name for name in names if name not in reader.tensors]
@@ -237,13 +237,13 @@ def _hash_inputs(readers: Sequence[CheckpointReader]) -> list[dict[str, str]]:
 
 def _write_config(folder: Path, ref: CheckpointReader, dtype: torch.dtype | None) -> None:
     if dtype is None and ref.kind == "hf":
-        shutil.copyfile(ref.path / "config.json", folder / "config.json")
+        shutil.copyfile(ref.path / CONFIG_FILE, folder / CONFIG_FILE)
         return
     config = dict(ref.config)
     if dtype is not None:
         config.pop("torch_dtype", None)  # pre-5.0 transformers' name for the same field
         config["dtype"] = str(dtype).removeprefix("torch.")
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _copy_tokenizer(folder: Path, readers: Sequence[CheckpointReader]) -> dict[str, Any] | None:

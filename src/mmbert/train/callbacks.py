@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tqdm.auto import tqdm
 
+from mmbert.train.preemption import Preempted, StopRequest, requeue_job
 from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
 from mmbert.train.throughput import device_peak_flops, flops_per_token
 
@@ -228,30 +230,65 @@ class HFExportCallback(L.Callback):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` every N steps that also saves the final step, and saves after a validation due on
-    the same step.
+    """``ModelCheckpoint`` every N steps that also saves the final step, saves after a validation due on the
+    same step, and stops gracefully on a signal.
 
     A phase ends when its token budget is spent, rarely on a multiple of ``every_n_train_steps``; without
     the final save the next phase (``model.init_from=.../last.ckpt``) would start from weights up to N steps
     old. Saving after the validation of that step means a run killed during it repeats it on resume.
+
+    SIGTERM, SIGINT and (under SLURM) ``requeue_signal`` finish the current optimizer step, write
+    ``last.ckpt`` and exit with status 128 + signal (:mod:`mmbert.train.preemption`); the requeue signal also
+    requeues the SLURM job. Lightning runs checkpoint callbacks after all others, so the saved state is the
+    one a step checkpoint of the same step would hold, and resuming from it equals the uninterrupted run.
     """
+
+    def __init__(self, *args, requeue_signal: str | None = "SIGUSR2", **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_request = StopRequest(requeue_signal)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.stop_request.install()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._is_save_step(trainer) and _validation_follows(trainer):
             self._defer_save_until_validation = True  # ModelCheckpoint.on_validation_end saves then
-            return
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        else:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # Every rank stops at the same step, whichever received the signal. A run that ends with this very
+        # step (token budget, max_steps) just finishes: final checkpoint and export, status 0.
+        stop = trainer.strategy.reduce_boolean_decision(self.stop_request.signum is not None, all=False)
+        if stop and not (trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step):
+            self._stop(trainer)
+
+    def _stop(self, trainer) -> None:
+        signum = self.stop_request.signum or signal.SIGTERM
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        log.warning("stopped at step %d on %s; resume with ckpt_path=%s", trainer.global_step,
+                    signal.Signals(signum).name, self.last_model_path)  # fmt: skip
+        if self.stop_request.requeue and trainer.is_global_zero:
+            requeue_job()
+        # The loop would hand this step's metrics to the loggers right after this hook; do it now so the
+        # metrics of a resumed run have no gap (the loggers are finalised on the way out).
+        trainer._logger_connector.on_batch_end()
+        trainer._logger_connector.update_train_step_metrics()
+        raise Preempted(signum, self.last_model_path)
 
     def _is_save_step(self, trainer) -> bool:
         n = self._every_n_train_steps
         return n >= 1 and trainer.global_step % n == 0 and not self._should_skip_saving_checkpoint(trainer)
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self.stop_request.uninstall()
         if not self._should_skip_saving_checkpoint(trainer):
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
         super().on_train_end(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.stop_request.uninstall()
 
 
 def _validation_follows(trainer) -> bool:
@@ -270,6 +307,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         tmp = f"{path}.tmp"
         super().save_checkpoint(checkpoint, tmp, storage_options)
         fs.mv(tmp, str(path))
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        """Resuming reads the checkpoint like every other load here: without running pickled code."""
+        from mmbert.checkpoint import Format, safe_torch_load
+
+        checkpoint, _ = safe_torch_load(path, [Format.LIGHTNING], mmap=False)
+        return checkpoint
 
 
 class ThroughputMonitor(L.Callback):

@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
@@ -17,6 +18,7 @@ from mmbert.config import ConfigError, check_vocab, micro_batches, validate, wor
 from mmbert.data import DataError, load_tokenizer
 from mmbert.train.callbacks import AtomicCheckpointIO
 from mmbert.train.init import init_tokenizer_source
+from mmbert.train.preemption import requeued_resume_path, under_slurm
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +115,13 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     _log_plan(cfg, micro_batches(cfg, world), world)
     # One Lightning batch is one optimizer step (MLMModule steps its micro-batches itself), so every
     # interval in batches is one in optimizer steps.
+    plugins: list = [AtomicCheckpointIO()]
+    if under_slurm():
+        # StepCheckpoint handles SLURM's signals at step boundaries; Lightning's own handler would save an
+        # hpc checkpoint from inside the signal handler, in the middle of a step.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = hydra.utils.instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     return datamodule, module, trainer
 
@@ -145,5 +152,17 @@ def run(cfg: DictConfig) -> L.Trainer:
     _quiet_known_warnings()
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
     datamodule, module, trainer = build(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     return trainer
+
+
+def resume_path(cfg: DictConfig) -> str | None:
+    """``ckpt_path``, or, in a SLURM job that was requeued, the last.ckpt its earlier run left."""
+    if cfg.get("ckpt_path"):
+        return str(cfg.ckpt_path)
+    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
+    found = requeued_resume_path(checkpoint.dirpath) if checkpoint else None
+    if found is not None:
+        log.info("requeued SLURM job: resuming from %s", found)
+        return str(found)
+    return None
