@@ -12,7 +12,8 @@ from omegaconf import OmegaConf, open_dict
 
 from mmbert.config import ConfigError, validate
 
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local"})
+# conf/task belongs to evaluate.py (conf/eval.yaml); test_downstream composes every task.
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "task"})
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 GPU_TRAINERS = {"gpu", "ddp", "fsdp"}
 

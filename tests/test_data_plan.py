@@ -97,7 +97,9 @@ def test_tau_override_retempers_a_released_mix(offline: None) -> None:
 def test_bad_overrides_fail_with_one_line_naming_them(
     args: list[str], named: str, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(args) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("plan: ") and named in err
 
@@ -106,7 +108,9 @@ def test_unmeasured_folder_is_refused_not_measured(
     tmp_path: Path, capsys: pytest.CaptureFixture, offline: None
 ) -> None:
     shutil.copytree(REPO / "data" / "sample" / "fao_Latn", tmp_path / "fao_Latn")
-    assert main(["data_mix=folder", f"data_mix.path={tmp_path}"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main(["data_mix=folder", f"data_mix.path={tmp_path}"])
+    assert exit_.value.code == 2
     assert "data_mix.token_counts" in capsys.readouterr().err
     assert (
         main(["data_mix=folder", f"data_mix.path={tmp_path}", "data_mix.token_counts={fao_Latn: 1000}"]) == 0

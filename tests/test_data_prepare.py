@@ -190,7 +190,9 @@ def test_bad_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
         run(tmp_path, "source=data/sample", "compression=gzip")
     with pytest.raises(DataError, match=r"languages .*xxx_Latn"):
         run(tmp_path, "source=data/sample", "languages=[xxx_Latn]")
-    assert main([f"out={tmp_path}", f"source={tmp_path / 'missing'}"]) == 2
+    with pytest.raises(SystemExit) as exit_:
+        main([f"out={tmp_path}", f"source={tmp_path / 'missing'}"])
+    assert exit_.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
 
 

@@ -55,13 +55,16 @@ def test_default_run_writes_every_output(compose_fast, tmp_path):
     torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_resume_reproduces_the_uninterrupted_run(compose_fast, tmp_path, workers):
+@pytest.mark.parametrize(("workers", "dropout"), [(0, 0.0), (1, 0.0), (0, 0.1)])
+def test_resume_reproduces_the_uninterrupted_run(compose_fast, tmp_path, workers, dropout):
+    # With dropout (the recipe's 0.1 after the attention output) the masks after resuming must be the
+    # uninterrupted run's too, although validation at the checkpoint step draws from torch's global RNG.
     common = (
         "trainer.max_steps=8",
         "callbacks.model_checkpoint.every_n_train_steps=4",
         "trainer.val_check_interval=4",
         f"data.num_workers={workers}",
+        f"model.config.attention_output_dropout={dropout}",
     )
     straight = tmp_path / "straight"
     run(compose_fast(*common, output_dir=straight))
@@ -74,8 +77,8 @@ def test_resume_reproduces_the_uninterrupted_run(compose_fast, tmp_path, workers
     assert trainer.global_step == 8
     a, b = _losses(straight), _losses(resumed)
     assert sorted(b) == [4, 5, 6, 7]
-    for step in b:
-        assert abs(a[step] - b[step]) <= 1e-4, (step, a[step], b[step])
+    # Exactly: without per-step dropout seeds the dropout run differs by ~5e-5 here.
+    assert {step: a[step] for step in b} == b
 
 
 class _PoisonAt(L.Callback):

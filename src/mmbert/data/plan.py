@@ -42,6 +42,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
+from mmbert.cli import user_errors
 from mmbert.data.errors import DataError
 from mmbert.data.mixspec import FolderMix, MdsMix, MixSpec, mixture_report
 from mmbert.data.paths import repo_root
@@ -203,13 +204,10 @@ def main(argv: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__ + "\n" + USAGE)
         return 0
-    try:
+    with user_errors("plan"):
         options, overrides = parse_args(argv)
         cfg = compose_train(overrides)
         mix, report = plan(cfg)
-    except DataError as e:
-        print(f"plan: {e}", file=sys.stderr)
-        return 2
     print(format_plan(report, _header(cfg, mix), options["top"], options["max_passes"]))
     if options["out"] is not None:
         out: Path = options["out"]

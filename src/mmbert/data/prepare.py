@@ -48,6 +48,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
+from mmbert.cli import user_errors
 from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes, tokenizer_fingerprint
 from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
@@ -103,29 +104,27 @@ def sources(cfg: PrepareConfig) -> dict[str, Source]:
     if cfg.source.startswith("hub:"):
         repo = cfg.source[4:]
         if not cfg.languages:
-            raise DataError("prepare: source=hub:REPO needs languages=[config,...] (e.g. [rus_Cyrl])")
+            raise DataError("source=hub:REPO needs languages=[config,...] (e.g. [rus_Cyrl])")
         return {lang: HubSource(lang, repo, [lang], cfg.split, cfg.text_field) for lang in cfg.languages}
     root = resolve_path(cfg.source)
     if not root.is_dir():
-        raise DataError(f"prepare: source {root} is not a folder (or hub:REPO)")
+        raise DataError(f"source {root} is not a folder (or hub:REPO)")
     if not _fineweb_layout(root):
         files = data_files(root)
         if not files:
-            raise DataError(
-                f"prepare: {root} holds no language folders ({{iso}}_{{Script}}/train/) and no data files"
-            )
+            raise DataError(f"{root} holds no language folders ({{iso}}_{{Script}}/train/) and no data files")
         name = cfg.name or normalize_language(root.name) or root.name
         return {name: FileSource(name, files, cfg.text_field)}
     folders = discover_languages(root)
     wanted = cfg.languages or list(folders)
     unknown = [lang for lang in wanted if normalize_language(lang) not in folders]
     if unknown:
-        raise DataError(f"prepare: languages {unknown} not in {root} (have {sorted(folders)})")
+        raise DataError(f"languages {unknown} not in {root} (have {sorted(folders)})")
     out = {}
     for lang in map(normalize_language, wanted):
         files = data_files(folders[lang] / cfg.split)
         if not files:
-            raise DataError(f"prepare: {folders[lang] / cfg.split} holds no data files (split={cfg.split!r})")
+            raise DataError(f"{folders[lang] / cfg.split} holds no data files (split={cfg.split!r})")
         out[lang] = FileSource(lang, files, cfg.text_field)
     return out
 
@@ -252,16 +251,14 @@ def _check_settings(out: Path, cfg: PrepareConfig, tok_key: str) -> None:
 def _check(cfg: PrepareConfig) -> None:
     for key in ("source", "out"):
         if getattr(cfg, key) in ("???", "", None):
-            raise DataError(f"prepare: {key}= is required")
+            raise DataError(f"{key}= is required")
     if cfg.compression not in (None, "zstd"):
-        raise DataError(f"prepare: compression must be null or zstd, got {cfg.compression!r}")
+        raise DataError(f"compression must be null or zstd, got {cfg.compression!r}")
     if cfg.chunk and cfg.chunk < 2:
-        raise DataError(f"prepare: chunk must be 0 (whole documents) or >= 2 tokens, got {cfg.chunk}")
+        raise DataError(f"chunk must be 0 (whole documents) or >= 2 tokens, got {cfg.chunk}")
     for key in ("workers", "size_limit", "batch", "read_block"):
         if getattr(cfg, key) < (0 if key == "workers" else 1):
-            raise DataError(
-                f"prepare: {key} must be >= {0 if key == 'workers' else 1}, got {getattr(cfg, key)}"
-            )
+            raise DataError(f"{key} must be >= {0 if key == 'workers' else 1}, got {getattr(cfg, key)}")
 
 
 def prepare(cfg: PrepareConfig) -> dict[str, dict[str, int]]:
@@ -334,7 +331,7 @@ def parse_args(argv: Sequence[str]) -> PrepareConfig:
     try:
         merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(argv)))
     except OmegaConfBaseException as e:
-        raise DataError(f"prepare: {' '.join(str(e).split())}") from e
+        raise DataError(f"{' '.join(str(e).split())}") from e
     cfg = OmegaConf.to_object(merged)
     assert isinstance(cfg, PrepareConfig)
     return cfg
@@ -345,11 +342,8 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
+    with user_errors("prepare"):
         counts = prepare(parse_args(argv))
-    except DataError as e:
-        print(f"prepare: error: {str(e).removeprefix('prepare: ')}", file=sys.stderr)
-        return 2
     total = sum(c["tokens"] for c in counts.values())
     print(f"prepare: {len(counts)} languages, {total:,} tokens; counts in {CACHE_NAME}")
     return 0

@@ -25,6 +25,11 @@ from mmbert.train.optim import param_groups
 log = logging.getLogger(__name__)
 
 
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """The torch seed of optimizer step ``step`` on ``rank``: distinct per (seed, step, rank), in [0, 2**63)."""
+    return ((seed * 1_000_003 + step) * 10_007 + rank) % (1 << 63)
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss is NaN or inf and the run is not set to skip such batches."""
 
@@ -45,6 +50,7 @@ class MLMModule(L.LightningModule):
         tokenizer: str | None = None,
         compile: bool | str = False,
         on_nonfinite: str = "stop",
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # One Lightning batch is one optimizer step: the step's micro-batches vary in number during
@@ -64,6 +70,7 @@ class MLMModule(L.LightningModule):
                 "tokenizer": None if tokenizer is None else str(tokenizer),
                 "compile": compile if isinstance(compile, str) else bool(compile),
                 "on_nonfinite": on_nonfinite,
+                "seed": int(seed),
             }
         )
         self.optimizer_factory = optimizer
@@ -127,6 +134,10 @@ class MLMModule(L.LightningModule):
         reduced value, so every rank skips (or stops at) the same step.
         """
         step = batch if isinstance(batch, StepBatch) else StepBatch([batch])
+        # Dropout draws from torch's global RNG, which checkpoints do not hold and which validation and
+        # dataloaders draw from too: seeding it from (run seed, step, rank) gives each step the same masks
+        # whether or not the run was resumed, and every rank its own.
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
         strategy = self.trainer.strategy
         counts = torch.tensor(
             [[float(mb["num_tokens"]), float(mb["num_rows"]), float((mb["labels"] != -100).sum())]
