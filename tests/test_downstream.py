@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_model import tiny_config
 
 from mmbert.config import ConfigError
 from mmbert.convert import hf_to_checkpoint
@@ -45,7 +46,7 @@ from mmbert.downstream.toy import (
     write_splits,
 )
 from mmbert.hf import save_hf_folder
-from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.model import MmBertForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = REPO / "data" / "sample"
@@ -68,16 +69,7 @@ FAST = {"epochs": 4, "lr": 2e-3, "batch_tokens": 1024, "warmup_ratio": 0.0}
 def tiny_hf(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer model with the sample corpus's tokenizer, as an HF folder."""
     torch.manual_seed(0)
-    cfg = MmBertConfig(
-        vocab_size=8192,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        local_attention=8,
-        global_attn_every_n_layers=2,
-        attn_backend="sdpa",
-    )
+    cfg = tiny_config(vocab_size=8192, num_hidden_layers=2, global_attn_every_n_layers=2)
     return save_hf_folder(
         MmBertForMaskedLM(cfg), tmp_path_factory.mktemp("tiny") / "hf", REPO / "data" / "tokenizer"
     )
