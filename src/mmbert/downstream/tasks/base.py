@@ -4,7 +4,7 @@ in-language), fine-tuning with early stopping, and metrics overall and per langu
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +27,16 @@ class Splits:
     train: Split | None
     dev: Split | None
     test: Split
+
+    def refuse_unseen(self, field: str, values: Callable[[dict[str, Any]], Iterable[Any]], seen: set) -> None:
+        """DataError naming the split's file when a dev or test row has a value of ``field`` (``values(row)``)
+        that training never saw."""
+        for split in (self.dev, self.test):
+            if split is None:
+                continue
+            unseen = sorted({v for r in split.rows for v in values(r)} - seen)
+            if unseen:
+                raise split.error(f"field '{field}' has values never seen in training: {unseen[:10]}")
 
 
 class Task:

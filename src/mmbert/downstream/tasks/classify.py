@@ -54,12 +54,7 @@ class ClassifyTask(Task):
         self.labels = sorted({label_key(r["label"]) for r in splits.train.rows}, key=_natural)
         if len(self.labels) < 2:
             raise splits.train.error(f"field 'label' has a single value {self.labels}; nothing to learn")
-        for split in (splits.dev, splits.test):
-            if split is None:
-                continue
-            unseen = sorted({label_key(r["label"]) for r in split.rows} - set(self.labels))
-            if unseen:
-                raise split.error(f"field 'label' has values never seen in training: {unseen[:10]}")
+        splits.refuse_unseen("label", lambda r: [label_key(r["label"])], set(self.labels))
 
     def encode(
         self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, train: bool

@@ -68,12 +68,7 @@ class TagTask(Task):
             return
         seen = {t for r in splits.train.rows for t in r["tags"]}
         self.tags = [OUTSIDE, *sorted(seen - {OUTSIDE})]
-        for split in (splits.dev, splits.test):
-            if split is None:
-                continue
-            unseen = sorted({t for r in split.rows for t in r["tags"]} - seen)
-            if unseen:
-                raise split.error(f"field 'tags' has values never seen in training: {unseen[:10]}")
+        splits.refuse_unseen("tags", lambda r: r["tags"], seen)
 
     def encode(
         self, rows: list[dict[str, Any]], tokenizer: PreTrainedTokenizerBase, train: bool
