@@ -75,7 +75,7 @@ def pipeline(dm: MLMDataModule, seconds: float, rounds: int = 5) -> tuple[float,
         recorder.batches, recorder.tokens = [], 0
         real, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds / rounds:
-            rows = [gen.next_row()[0] for _ in range(dm.micro_batch_rows)]
+            rows = [gen.next_row()[0] for _ in range(dm.rows_per_device)]
             batch = assemble(rows, dm.seq_len, 0, len(dm.languages))
             dm.masker(batch["input_ids"], dm.mask_ratio, rng)
             real += batch["num_tokens"]
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
     mix: SampleMix | FolderMix = SampleMix(subset="decay-all")
     if args.join > 1:
         mix = joined_corpus(mix, args.join, tmp / "joined")
-    common = {"seq_len": args.seq_len, "rows_per_step": args.rows, "tau": 0.5, "mask_ratio": 0.3}
+    common = {"seq_len": args.seq_len, "rows_per_device": args.rows, "tau": 0.5, "mask_ratio": 0.3}
     common["val_docs_per_lang"] = 0
     texts = sum(len(mix.train_source(lang).first_docs(10**9)) for lang in mix.languages)
 

@@ -106,7 +106,7 @@ def train(out: Path, timeout: float, smoke: bool) -> dict:
         f"trainer.val_check_interval={steps}", "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     if smoke:
-        overrides += ["phase.seq_len=128", "global_batch_rows=4", "data.rows_per_step=4"]
+        overrides += ["phase.seq_len=128", "global_batch_rows=4", "data.rows_per_device=4"]
     else:
         overrides += ["global_batch_rows=64"]  # one micro-batch of 64 x 1024 a step
     _run([sys.executable, str(ROOT / "train.py"), *overrides], timeout, out / "train_small.log")

@@ -2,7 +2,7 @@
 
     python scripts/make_golden_losses.py [--out tests/golden/tiny_cpu_20_steps.json] [--threads N]
 
-tests/test_golden.py reruns the same run and compares every step's train/loss with the file. Regenerate the
+tests/train/test_golden.py reruns the same run and compares every step's train/loss with the file. Regenerate the
 file only for an intended change of the numerics (model, loss, optimizer, data pipeline, masking, schedules),
 and say in the same commit why the losses moved.
 
@@ -40,7 +40,7 @@ OVERRIDES = [
     "trainer.val_check_interval=1000",
     "phase.seq_len=128",
     "data.num_workers=0",
-    "data.rows_per_step=4",
+    "data.rows_per_device=4",
     "data.val_docs_per_lang=2",
     "model.config.attn_backend=sdpa",
     "model.config.attention_output_dropout=0.0",
@@ -60,7 +60,7 @@ def train_losses(output_dir: Path, extra: list[str] | None = None) -> list[float
     """Runs the golden run into `output_dir` and returns train/loss of steps 0 .. STEPS - 1."""
     import csv
 
-    from mmbert.config import compose_train
+    from mmbert.train.config import compose_train
     from mmbert.train.run import run
 
     # Relative paths of the config (data/sample, data/tokenizer) are taken from the repository root.
@@ -98,7 +98,7 @@ def main() -> int:
     if not all(math.isfinite(v) for v in losses):
         raise SystemExit(f"non-finite losses, not writing {args.out}: {losses}")
     record = {
-        "description": "train/loss of each optimizer step of a fixed 20-step tiny CPU run (tests/test_golden.py)",
+        "description": "train/loss of each optimizer step of a fixed 20-step tiny CPU run (tests/train/test_golden.py)",
         "regenerate": "python scripts/make_golden_losses.py",
         "overrides": OVERRIDES,
         "steps": STEPS,

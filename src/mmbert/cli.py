@@ -12,10 +12,7 @@ USAGE_EXIT = 2
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    from mmbert.checkpoint import CheckpointError
-    from mmbert.config import ConfigError
-    from mmbert.data.errors import DataError
-    from mmbert.merge.io import MergeError
+    from mmbert.errors import CheckpointError, ConfigError, DataError, MergeError
 
     return ConfigError, DataError, CheckpointError, MergeError
 

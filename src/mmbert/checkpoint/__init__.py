@@ -10,8 +10,6 @@ from mmbert.checkpoint.formats import (
     TIED_KEY,
     TOKENIZER_FILES,
     TORCH_BIN_FILE,
-    CheckpointError,
-    CheckpointNotFoundError,
     Format,
     find_tokenizer_files,
     is_hub_name,
@@ -34,7 +32,7 @@ from mmbert.checkpoint.readers import (
     TorchFileReader,
     open_reader,
 )
-from mmbert.checkpoint.safe_load import UnsafeCheckpointError, safe_torch_load
+from mmbert.checkpoint.safe_load import safe_torch_load
 
 __all__ = [
     "CONFIG_FILE",
@@ -45,8 +43,6 @@ __all__ = [
     "TIED_KEY",
     "TOKENIZER_FILES",
     "TORCH_BIN_FILE",
-    "CheckpointError",
-    "CheckpointNotFoundError",
     "CheckpointReader",
     "Format",
     "HfFolderReader",
@@ -54,7 +50,6 @@ __all__ = [
     "SafetensorsFileReader",
     "TensorInfo",
     "TorchFileReader",
-    "UnsafeCheckpointError",
     "check_state",
     "find_tokenizer_files",
     "is_hub_name",

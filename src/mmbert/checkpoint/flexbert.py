@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from mmbert.checkpoint.formats import CheckpointError
+from mmbert.errors import CheckpointError
 from mmbert.model import MmBertConfig
 
 log = logging.getLogger(__name__)

@@ -18,13 +18,7 @@ import re
 from enum import Enum
 from pathlib import Path
 
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read as asked; the message names the file and what is wrong with it."""
-
-
-class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """A checkpoint, or a file a checkpoint refers to, does not exist."""
+from mmbert.errors import CheckpointError, CheckpointNotFoundError
 
 
 class Format(str, Enum):

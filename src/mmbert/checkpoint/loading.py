@@ -11,15 +11,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from mmbert.checkpoint.formats import (
-    CONFIG_FILE,
-    EMBEDDING_KEY,
-    TIED_KEY,
-    CheckpointError,
-    find_tokenizer_files,
-    is_hub_name,
-)
+from mmbert.checkpoint.formats import CONFIG_FILE, EMBEDDING_KEY, TIED_KEY, find_tokenizer_files, is_hub_name
 from mmbert.checkpoint.readers import CheckpointReader, open_reader
+from mmbert.errors import CheckpointError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 if TYPE_CHECKING:

@@ -30,14 +30,13 @@ from mmbert.checkpoint.formats import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX_FILE,
     TORCH_BIN_FILE,
-    CheckpointError,
-    CheckpointNotFoundError,
     Format,
     find_tokenizer_files,
     format_of_content,
     format_of_path,
 )
-from mmbert.checkpoint.safe_load import ALLOWED, UnsafeCheckpointError, safe_torch_load
+from mmbert.checkpoint.safe_load import ALLOWED, safe_torch_load
+from mmbert.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 from mmbert.model import MmBertConfig
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {

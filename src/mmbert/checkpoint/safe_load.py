@@ -21,11 +21,8 @@ from typing import Any
 
 import torch
 
-from mmbert.checkpoint.formats import CheckpointError, Format
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """A checkpoint pickles a type that is not on its format's allow-list; loading it could run code."""
+from mmbert.checkpoint.formats import Format
+from mmbert.errors import CheckpointError, UnsafeCheckpointError
 
 
 class Opaque:

@@ -1,7 +1,6 @@
 """The multilingual data pipeline: sources, temperature mixing by tokens, packing, masking, resumption."""
 
 from mmbert.data.datamodule import MLMDataModule, PendingBatch
-from mmbert.data.errors import DataError
 from mmbert.data.mds import MdsWriter, merge_index
 from mmbert.data.mixspec import FolderMix, HubMix, MdsMix, MixSpec, SampleMix, mixture_report
 from mmbert.data.paths import repo_root, resolve_path
@@ -10,7 +9,6 @@ from mmbert.data.sources import FileSource, HubSource, MdsSource, Source
 from mmbert.data.tokenizer import load_tokenizer
 
 __all__ = [
-    "DataError",
     "FileSource",
     "FolderMix",
     "HubMix",

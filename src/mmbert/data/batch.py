@@ -63,9 +63,9 @@ class StepBatch:
         return len(self.micro_batches)
 
 
-def split_rows(rows: int, micro_batch_rows: int) -> list[int]:
+def split_rows(rows: int, rows_per_device: int) -> list[int]:
     """Rows of each micro-batch of a step: full micro-batches first, the remainder last."""
-    if rows < 1 or micro_batch_rows < 1:
-        raise ValueError(f"need rows >= 1 and micro_batch_rows >= 1, got {rows} and {micro_batch_rows}")
-    full, rest = divmod(rows, micro_batch_rows)
-    return [micro_batch_rows] * full + ([rest] if rest else [])
+    if rows < 1 or rows_per_device < 1:
+        raise ValueError(f"need rows >= 1 and rows_per_device >= 1, got {rows} and {rows_per_device}")
+    full, rest = divmod(rows, rows_per_device)
+    return [rows_per_device] * full + ([rest] if rest else [])

@@ -40,10 +40,10 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from mmbert.data.errors import DataError
 from mmbert.data.readers import SkipCounter, file_format, zstd_chunks
 from mmbert.data.sources import FileSource, Source
 from mmbert.data.tokenizer import encode_bodies
+from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,6 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
 from mmbert.data.batch import StepBatch
-from mmbert.data.errors import DataError
 from mmbert.data.holdout import plan_sources
 from mmbert.data.masking import Masker, check_mask_ratio, special_ids_table
 from mmbert.data.mixspec import MixSpec, mixture_report
@@ -49,6 +48,7 @@ from mmbert.data.sources import Source
 from mmbert.data.steps import TrainStream, mask_rng
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.data.validation import FixedBatches, build_val_batches
+from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,12 @@ class _TrainBatches:
             yield PendingBatch(generation)
 
 
-def check_shape(seq_len: int, rows_per_step: int, where: str = "") -> None:
+def check_shape(seq_len: int, rows_per_device: int, where: str = "") -> None:
     """Row length and micro-batch rows of the data; ``where`` prefixes the names (``data.``) in errors."""
     if not isinstance(seq_len, int) or seq_len < 16:
         raise DataError(f"{where}seq_len must be an integer >= 16, got {seq_len!r}")
-    if not isinstance(rows_per_step, int) or rows_per_step < 1:
-        raise DataError(f"{where}rows_per_step must be an integer >= 1, got {rows_per_step!r}")
+    if not isinstance(rows_per_device, int) or rows_per_device < 1:
+        raise DataError(f"{where}rows_per_device must be an integer >= 1, got {rows_per_device!r}")
 
 
 class MLMDataModule(L.LightningDataModule):
@@ -86,7 +86,7 @@ class MLMDataModule(L.LightningDataModule):
     Args:
         mix: the instantiated ``data_mix`` config.
         seq_len: tokens per packed row (>= 16).
-        rows_per_step: packed rows per micro-batch on one device (what fits in its memory).
+        rows_per_device: packed rows per micro-batch on one device (what fits in its memory).
         tau: language temperature in (0, 1].
         mask_ratio: MLM mask ratio in (0, 1) of the first batches (None: set by ``set_mask_ratio`` before the
             first batch, as the mask-ratio callback does in training).
@@ -95,11 +95,11 @@ class MLMDataModule(L.LightningDataModule):
         seed: seeds sampling, shuffling and masking.
         val_docs_per_lang: validation documents per language (0: no validation).
         val_mask_ratio: fixed mask ratio of validation batches.
-        val_rows_per_step: rows per validation batch (default ``rows_per_step``).
+        val_rows_per_device: rows per validation batch (default ``rows_per_device``).
         val_languages: languages to validate (default the mix's ``val_languages``, else all).
         buffer_size, tokenize_batch, block_size, snapshot_every: pipeline knobs (see ``PipelineConfig``).
         prefetch_factor: rows each worker prepares ahead.
-        global_batch_rows: rows of one optimizer step over all devices (default ``rows_per_step`` per
+        global_batch_rows: rows of one optimizer step over all devices (default ``rows_per_device`` per
             device: one micro-batch a step); ``set_step_rows`` changes it (batch-size warmup).
         strict_languages: a language without any usable training document fails setup (DataError) instead
             of being excluded with a warning (``excluded``: language -> reason; the other weights
@@ -110,7 +110,7 @@ class MLMDataModule(L.LightningDataModule):
         self,
         mix: MixSpec,
         seq_len: int,
-        rows_per_step: int,
+        rows_per_device: int,
         tau: float,
         mask_ratio: float | None = None,
         tokenizer: str | None = None,
@@ -118,7 +118,7 @@ class MLMDataModule(L.LightningDataModule):
         seed: int = 0,
         val_docs_per_lang: int = 32,
         val_mask_ratio: float = 0.15,
-        val_rows_per_step: int | None = None,
+        val_rows_per_device: int | None = None,
         val_languages: Sequence[str] | None = None,
         buffer_size: int = 32,
         tokenize_batch: int = 64,
@@ -133,27 +133,27 @@ class MLMDataModule(L.LightningDataModule):
             raise DataError(
                 f"mix must be a MixSpec (an instantiated data_mix config), got {type(mix).__name__}"
             )
-        check_shape(seq_len, rows_per_step)
+        check_shape(seq_len, rows_per_device)
         check_tau(tau)
         if num_workers < 0 or val_docs_per_lang < 0:
             raise DataError(
                 f"num_workers and val_docs_per_lang must be >= 0, got {num_workers}, {val_docs_per_lang}"
             )
-        if val_rows_per_step is not None and val_rows_per_step < 1:
-            raise DataError(f"val_rows_per_step must be >= 1, got {val_rows_per_step}")
+        if val_rows_per_device is not None and val_rows_per_device < 1:
+            raise DataError(f"val_rows_per_device must be >= 1, got {val_rows_per_device}")
         for key, value in (("buffer_size", buffer_size), ("tokenize_batch", tokenize_batch)):
             if value < 1:
                 raise DataError(f"{key} must be >= 1, got {value}")
         if block_size < 1 or snapshot_every < 1 or prefetch_factor < 1:
             raise DataError("block_size, snapshot_every and prefetch_factor must be >= 1")
         self.mix = mix
-        self.seq_len, self.micro_batch_rows, self.tau = seq_len, rows_per_step, float(tau)
+        self.seq_len, self.rows_per_device, self.tau = seq_len, rows_per_device, float(tau)
         # Absolute (or a hub name), so checkpoints and the HF export find it from any working directory.
         self.tokenizer_name = resolve_tokenizer(tokenizer or mix.tokenizer)
         self.num_workers, self.seed = num_workers, seed
         self.val_docs_per_lang = val_docs_per_lang
         self.val_mask_ratio = check_mask_ratio("val_mask_ratio", val_mask_ratio)
-        self.val_rows_per_step = val_rows_per_step or rows_per_step
+        self.val_rows_per_device = val_rows_per_device or rows_per_device
         self.languages: list[str] = mix.languages
         self.strict_languages = strict_languages
         self.excluded: dict[str, str] = {}  # languages dropped by setup: no usable training document
@@ -176,7 +176,7 @@ class MLMDataModule(L.LightningDataModule):
     def __repr__(self) -> str:
         # LightningDataModule.__str__ would build (and iterate) the dataloaders.
         return (
-            f"MLMDataModule(mix={self.mix!r}, seq_len={self.seq_len}, rows_per_step={self.micro_batch_rows}, "
+            f"MLMDataModule(mix={self.mix!r}, seq_len={self.seq_len}, rows_per_device={self.rows_per_device}, "
             f"tau={self.tau}, mask_ratio={self._mask_ratio}, num_workers={self.num_workers})"
         )
 
@@ -232,7 +232,7 @@ class MLMDataModule(L.LightningDataModule):
         for lang, docs in val_docs.items():
             idx = self.languages.index(lang) if lang in self.languages else -1
             batches = build_val_batches(
-                docs, idx, len(self.languages), tok, self.masker, self.seq_len, self.val_rows_per_step,
+                docs, idx, len(self.languages), tok, self.masker, self.seq_len, self.val_rows_per_device,
                 self.val_mask_ratio, self.seed, lang,
             )  # fmt: skip
             if batches:
@@ -271,7 +271,7 @@ class MLMDataModule(L.LightningDataModule):
         if self._mask_ratio is None:
             raise DataError("no mask ratio: pass mask_ratio= or call set_mask_ratio() before drawing batches")
         return self._stream.step(
-            self.device_step_rows, self.micro_batch_rows, seq_len=self.seq_len,
+            self.device_step_rows, self.rows_per_device, seq_len=self.seq_len,
             pad_id=self.tokenizer.pad_token_id, masker=self.masker, mask_ratio=self._mask_ratio,
             languages=self.languages,
         )  # fmt: skip
@@ -305,7 +305,7 @@ class MLMDataModule(L.LightningDataModule):
     @property
     def step_rows(self) -> int:
         """Rows of one optimizer step over all devices."""
-        return self._step_rows if self._step_rows is not None else self.micro_batch_rows * self.world_size
+        return self._step_rows if self._step_rows is not None else self.rows_per_device * self.world_size
 
     @property
     def device_step_rows(self) -> int:

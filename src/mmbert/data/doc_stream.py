@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.errors import DataError
 from mmbert.data.readers import Block, SkipCounter
 from mmbert.data.sources import Doc, Source
+from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mmbert.data.errors import DataError
 from mmbert.data.mixspec import MixSpec
 from mmbert.data.sources import Source
+from mmbert.errors import DataError
 
 SCAN_THREADS = 16  # languages inspected at once
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 # Two-letter codes people actually name folders with; FineWeb2's individual-language codes where the
 # ISO 639-3 macrolanguage differs (Arabic -> arb, Chinese -> cmn, Persian -> fas as FineWeb2 names it).

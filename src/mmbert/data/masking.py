@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 IGNORE_INDEX = -100
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 _SCALARS = {
     "uint8": "<u1", "uint16": "<u2", "uint32": "<u4", "uint64": "<u8", "int8": "<i1", "int16": "<i2",

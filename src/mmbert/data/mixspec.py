@@ -44,7 +44,6 @@ from mmbert.data.counts import (
     measure_tokens,
     tokenizer_fingerprint,
 )
-from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsShard, find_shards
 from mmbert.data.paths import resolve_path
@@ -52,6 +51,7 @@ from mmbert.data.readers import SUFFIXES, file_format
 from mmbert.data.sampling import check_tau, released_weights, temperature_weights
 from mmbert.data.sources import FileSource, HubSource, MdsSource, Source, hub_configs
 from mmbert.data.tokenizer import load_tokenizer
+from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 

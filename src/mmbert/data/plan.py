@@ -41,12 +41,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-import mmbert.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
+import mmbert.train.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
 from mmbert.cli import user_errors
-from mmbert.data.errors import DataError
 from mmbert.data.mixspec import FolderMix, MdsMix, MixSpec, mixture_report
 from mmbert.data.paths import repo_root
 from mmbert.data.sampling import check_tau
+from mmbert.errors import DataError
 
 DEFAULT_TOP = 20
 DEFAULT_MAX_PASSES = 4.0

@@ -50,7 +50,6 @@ from tqdm.auto import tqdm
 
 from mmbert.cli import user_errors
 from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes, tokenizer_fingerprint
-from mmbert.data.errors import DataError
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsWriter, merge_index
 from mmbert.data.mixspec import data_files, discover_languages
@@ -58,6 +57,7 @@ from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SkipCounter, file_format
 from mmbert.data.sources import FileSource, HubSource, Source
 from mmbert.data.tokenizer import encode_bodies, load_tokenizer
+from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 

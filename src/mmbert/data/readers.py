@@ -29,7 +29,7 @@ from typing import IO, Any
 import pyarrow.parquet as pq
 import zstandard
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".txt")
 # What a corrupt file raises while read (pyarrow's ArrowInvalid is a ValueError).

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 STATE_VERSION = 2  # 2: rows per optimizer step (batch-size warmup) instead of per micro-batch
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 # A counted mean document length weighs as much as this many drawn documents in the length estimate: it is
 # measured over the whole source, but with the mix's tokenizer and before chunking to seq_len.

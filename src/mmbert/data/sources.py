@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mmbert.data.errors import DataError
 from mmbert.data.mds import MdsShard, ShardReader, read_column
 from mmbert.data.readers import Block, SkipCounter, decode_record, file_format, iter_blocks
+from mmbert.errors import DataError
 
 Doc = str | np.ndarray  # text, or token ids (pre-tokenized sources, without bos/eos)
 

@@ -2,7 +2,7 @@
 
 Training batches are assembled in the main process: dataloader workers yield packed rows
 (:class:`mmbert.data.rows.PackedRowDataset`), and :class:`TrainStream` takes this device's rows of a step,
-cuts them into micro-batches of at most ``rows_per_step`` rows (full ones first, the remainder last),
+cuts them into micro-batches of at most ``rows_per_device`` rows (full ones first, the remainder last),
 concatenates and masks each one. Rows are taken in the DataLoader's round-robin worker order; per worker it
 keeps the latest snapshot handed over and the rows consumed since, which with the masking RNG and the
 realised tokens is the whole position (:meth:`TrainStream.state`).

@@ -9,8 +9,8 @@ import numpy as np
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from mmbert.data.errors import DataError
 from mmbert.data.paths import resolve_tokenizer
+from mmbert.errors import DataError
 
 
 @cache

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmbert.data.errors import DataError
+from mmbert.errors import DataError
 
 UNKNOWN_LANGUAGE = "und"  # ISO 639 "undetermined": rows of a source that names no language
 SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}

@@ -13,8 +13,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mmbert.config import ConfigError
 from mmbert.downstream.packing import batches_by_tokens
+from mmbert.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from mmbert.checkpoint import CheckpointNotFoundError, load_model
-from mmbert.config import ConfigError
+from mmbert.checkpoint import load_model
+from mmbert.errors import CheckpointNotFoundError, ConfigError
 from mmbert.model import MmBertForMaskedLM
 
 

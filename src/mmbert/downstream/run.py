@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from mmbert.config import ConfigError
 from mmbert.downstream.loading import load_encoder
 from mmbert.downstream.results import write_results
 from mmbert.downstream.tasks.base import Task
+from mmbert.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

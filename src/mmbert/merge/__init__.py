@@ -6,12 +6,11 @@ the checkpoint readers and the streaming safetensors writer.
 
 from mmbert.merge.config import METHODS, MergeConfig, MergeSpec
 from mmbert.merge.driver import plan_tensors, run_merge
-from mmbert.merge.io import MergeError, open_checkpoint
+from mmbert.merge.io import open_checkpoint
 
 __all__ = [
     "METHODS",
     "MergeConfig",
-    "MergeError",
     "MergeSpec",
     "open_checkpoint",
     "plan_tensors",

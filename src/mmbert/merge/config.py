@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmbert.merge.io import MergeError
+from mmbert.errors import MergeError
 from mmbert.merge.ops import decay_from_half_life, ema_weights
 
 __all__ = ["METHODS", "MergeConfig", "MergeSpec", "parse_dtype", "parse_size"]

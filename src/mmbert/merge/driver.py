@@ -22,10 +22,10 @@ from tqdm.auto import tqdm
 
 import mmbert
 from mmbert.checkpoint import CONFIG_FILE, TIED_KEY
+from mmbert.errors import MergeError
 from mmbert.merge.config import MergeConfig, MergeSpec
 from mmbert.merge.io import (
     CheckpointReader,
-    MergeError,
     Rows,
     SafetensorsShardWriter,
     TensorInfo,

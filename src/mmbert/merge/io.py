@@ -20,13 +20,13 @@ from torch import Tensor
 from mmbert.checkpoint import (
     SAFETENSORS_FILE,
     SAFETENSORS_INDEX_FILE,
-    CheckpointError,
     CheckpointReader,
     TensorInfo,
     find_tokenizer_files,
     open_reader,
 )
 from mmbert.checkpoint.readers import SAFETENSORS_DTYPES, Rows
+from mmbert.errors import CheckpointError, MergeError
 
 __all__ = [
     "CheckpointReader",
@@ -43,10 +43,6 @@ __all__ = [
 SAFETENSORS_SINGLE = SAFETENSORS_FILE
 SAFETENSORS_INDEX = SAFETENSORS_INDEX_FILE
 _DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
-
-
-class MergeError(ValueError):
-    """Bad merge input or configuration; the message names the key, tensor or path at fault."""
 
 
 def open_checkpoint(path: str | Path) -> CheckpointReader:

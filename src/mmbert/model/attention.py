@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mmbert.errors import AttentionBackendError
 from mmbert.model.config import ATTN_BACKENDS
 
 # Documents whose length is within this fraction of a bucket's longest document share its padded batch.
@@ -26,10 +27,6 @@ _BUCKET_FILL = 0.75
 # Local layers on buckets longer than this many windows attend block by block instead of through a full band
 # mask: on CPU the full mask costs the same up to ~8 windows and grows quadratically after.
 _BLOCKED_MIN_WINDOWS = 8
-
-
-class AttentionBackendError(RuntimeError):
-    """An attention backend was requested explicitly but cannot run here."""
 
 
 @cache

@@ -13,7 +13,7 @@ from mmbert.train.callbacks import (
     TokenCheckpoint,
     TokenProgressBar,
 )
-from mmbert.train.module import MLMModule, NonFiniteLossError
+from mmbert.train.module import MLMModule
 from mmbert.train.optim import StableAdamW, adamw, param_groups
 from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
 
@@ -28,7 +28,6 @@ __all__ = [
     "MaskRatioCallback",
     "MaskSchedule",
     "MixtureReportCallback",
-    "NonFiniteLossError",
     "StableAdamW",
     "StepCheckpoint",
     "StopAtTokens",

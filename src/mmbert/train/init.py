@@ -6,8 +6,9 @@ from pathlib import Path
 
 from torch import nn
 
-from mmbert.checkpoint import CheckpointError, Format, load_weights_strict, open_model_reader
+from mmbert.checkpoint import Format, load_weights_strict, open_model_reader
 from mmbert.checkpoint.formats import find_tokenizer_files, is_hub_name
+from mmbert.errors import CheckpointError
 
 
 def load_initial_weights(net: nn.Module, source: str) -> dict | None:

@@ -18,6 +18,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from mmbert.data.batch import StepBatch
+from mmbert.errors import NonFiniteLossError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 from mmbert.train.optim import param_groups
@@ -28,10 +29,6 @@ log = logging.getLogger(__name__)
 def step_seed(seed: int, step: int, rank: int) -> int:
     """The torch seed of optimizer step ``step`` on ``rank``: distinct per (seed, step, rank), in [0, 2**63)."""
     return ((seed * 1_000_003 + step) * 10_007 + rank) % (1 << 63)
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss is NaN or inf and the run is not set to skip such batches."""
 
 
 class MLMModule(L.LightningModule):

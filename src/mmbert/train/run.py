@@ -14,9 +14,10 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
-from mmbert.config import ConfigError, check_vocab, micro_batches, validate, world_size
-from mmbert.data import DataError, load_tokenizer
+from mmbert.data import load_tokenizer
+from mmbert.errors import ConfigError, DataError
 from mmbert.train.callbacks import AtomicCheckpointIO
+from mmbert.train.config import check_vocab, micro_batches, validate, world_size
 from mmbert.train.init import init_tokenizer_source
 from mmbert.train.preemption import requeued_resume_path, under_slurm
 
@@ -44,7 +45,7 @@ def estimate_cpu_training_bytes(cfg: DictConfig) -> int:
     m = cfg.model.config
     H, I, layers, V = m.hidden_size, m.intermediate_size, m.num_hidden_layers, m.vocab_size
     params = V * H + layers * (3 * H * H + H * H + 2 * I * H + I * H) + H * H
-    tokens = int(cfg.data.rows_per_step) * int(cfg.data.seq_len)
+    tokens = int(cfg.data.rows_per_device) * int(cfg.data.seq_len)
     overhead = 2 * 2**30  # interpreter, libraries, data pipeline, checkpoint copies
     return overhead + 16 * params + tokens * layers * 4 * (16 * H + 5 * I)
 
@@ -57,10 +58,10 @@ def check_cpu_memory(cfg: DictConfig) -> None:
     need, have = estimate_cpu_training_bytes(cfg), available_memory_bytes()
     if need > have:
         raise ConfigError(
-            f"data.rows_per_step={cfg.data.rows_per_step} x phase.seq_len={cfg.data.seq_len} needs about "
+            f"data.rows_per_device={cfg.data.rows_per_device} x phase.seq_len={cfg.data.seq_len} needs about "
             f"{need / 2**30:.0f} GiB to train this model (hidden {cfg.model.config.hidden_size}, "
             f"{cfg.model.config.num_hidden_layers} layers) on the CPU; {have / 2**30:.0f} GiB are available: lower "
-            "data.rows_per_step (more micro-batches keep global_batch_rows), or use experiment=quick"
+            "data.rows_per_device (more micro-batches keep global_batch_rows), or use experiment=quick"
         )
 
 
@@ -128,7 +129,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
 
 def _log_plan(cfg: DictConfig, micro: int, world: int) -> None:
     """One line a researcher can check before waiting for the first step: batch shape and phase length."""
-    seq_len, rows = int(cfg.data.seq_len), int(cfg.data.rows_per_step)
+    seq_len, rows = int(cfg.data.seq_len), int(cfg.data.rows_per_device)
     step_tokens = cfg.global_batch_rows * seq_len
     budget = int(cfg.lr_schedule.total_tokens)
     log.info(

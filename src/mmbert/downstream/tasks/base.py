@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.config import ConfigError
 from mmbert.downstream.data import Fields, Split, check_languages, read_split
 from mmbert.downstream.finetune import FinetuneConfig, History, finetune
+from mmbert.errors import ConfigError
 from mmbert.model import MmBertForMaskedLM
 
 log = logging.getLogger(__name__)

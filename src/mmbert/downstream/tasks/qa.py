@@ -14,12 +14,12 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.config import ConfigError
 from mmbert.downstream.data import Fields, Split
 from mmbert.downstream.heads import EncoderWithHead
 from mmbert.downstream.metrics import squad_scores
 from mmbert.downstream.packing import Packed, batches_by_tokens, pack
 from mmbert.downstream.tasks.base import Task
+from mmbert.errors import ConfigError
 from mmbert.model import MmBertForMaskedLM
 
 TEXT, START = "answers.text", "answers.answer_start"

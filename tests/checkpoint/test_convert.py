@@ -1,0 +1,76 @@
+"""`python -m mmbert.convert`: Lightning checkpoint <-> Hugging Face folder, exact in both directions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from helpers import REPO
+
+from mmbert.convert import main
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.train.init import load_initial_weights
+
+
+def _tiny() -> MmBertForMaskedLM:
+    torch.manual_seed(0)
+    cfg = MmBertConfig(
+        vocab_size=8192,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        global_rope_theta=160_000.0,
+        local_rope_theta=160_000.0,
+    )
+    return MmBertForMaskedLM(cfg).eval()
+
+
+def _lightning_checkpoint(net: MmBertForMaskedLM, path) -> None:
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "mmbert_config": dataclasses.asdict(net.config),
+            "mmbert_tokenizer": str(REPO / "data" / "tokenizer"),
+        },
+        path,
+    )
+
+
+def test_to_hf_loads_in_transformers_with_the_same_logits(tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    net = _tiny()
+    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
+    hf = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    batch = tok(["Þetta er próf.", "Это тест, который длиннее первого."], padding=True, return_tensors="pt")
+    real = batch["attention_mask"].bool()  # padded positions' logits are undefined in transformers
+    with torch.no_grad():
+        torch.testing.assert_close(net(**batch).logits[real], hf(**batch).logits[real], atol=1e-4, rtol=1e-4)
+    written = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert written["global_rope_theta"] == 160_000.0 == written["local_rope_theta"]
+    assert written["sparse_prediction"] is False
+
+
+def test_from_hf_round_trips_every_tensor(tmp_path):
+    net = _tiny()
+    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
+    main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "back.ckpt")])
+    again = MmBertForMaskedLM(net.config)
+    load_initial_weights(again, str(tmp_path / "back.ckpt"))
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(again.state_dict()[name], tensor), name
+
+
+def test_to_hf_rejects_a_foreign_checkpoint(tmp_path, capsys):
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["to-hf", str(tmp_path / "other.ckpt"), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "other.ckpt" in err and "mmbert_config" in err and len(err.strip().splitlines()) == 1

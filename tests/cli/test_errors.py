@@ -1,0 +1,58 @@
+"""Errors a person reads: a bad key or file makes train.py, merge.py and `python -m mmbert.convert` print one
+line naming it and exit with status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+
+def _run(*args: str, cwd, env=ENV) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith(f"{prog}: error:")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "model.recipe.pretrain.mask_ratio=1.5",
+            "mask_schedule: mask ratio start must be in (0, 1), got 1.5",
+        ),
+        ("data_mix=folder data_mix.path=/no/such/corpus", "/no/such/corpus"),  # DataError, inside instantiate
+    ],
+)
+def test_train_py_config_and_data_errors_are_one_line(tmp_path, override, message):
+    args = [*override.split(), f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_steps=1"]
+    line = _one_line_error(_run(str(REPO / "train.py"), *args, cwd=tmp_path), "train.py")
+    assert message in line
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    proc = _run(str(REPO / "train.py"), "model.init_from=/no/such.ckpt", f"hydra.run.dir={tmp_path / 'r'}",
+                cwd=tmp_path, env=ENV | {"HYDRA_FULL_ERROR": "1"})  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "ConfigError" in proc.stderr
+
+
+def test_merge_and_convert_errors_are_one_line(tmp_path):
+    missing = tmp_path / "missing.ckpt"
+    merge = _run(str(REPO / "merge.py"), f"models=[{missing}]", "method=linear", f"output_dir={tmp_path / 'o'}",
+                 f"hydra.run.dir={tmp_path / 'h'}", cwd=tmp_path)  # fmt: skip
+    assert f"input {missing} does not exist" in _one_line_error(merge, "merge.py")
+    convert = _run("-m", "mmbert.convert", "to-hf", str(missing), str(tmp_path / "hf"), cwd=tmp_path)
+    assert str(missing) in _one_line_error(convert, "python -m mmbert.convert")

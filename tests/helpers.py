@@ -1,0 +1,103 @@
+"""Builders the tests share: the repository's paths, the train config as train.py composes it, tiny models,
+a fast CPU run's overrides, two-process scaffolding. Tests import it as ``helpers`` (pytest's pythonpath)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from pathlib import Path
+
+import lightning as L
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from mmbert.data.batch import StepBatch
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.train.config import compose_train as _compose_train
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+FIXTURES = REPO / "tests" / "fixtures"
+GOLDEN = REPO / "tests" / "golden"
+
+# Vocabulary of the tiny model configs that are not tied to the sample tokenizer.
+VOCAB = 300
+# The model of the multi-process tests: the sample tokenizer's vocabulary, three layers.
+TINY = dict(vocab_size=8192, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2)
+
+# A run that takes seconds: a few steps of the tiny model on the sample corpus, short rows.
+FAST = [
+    "trainer.max_steps=6",
+    "trainer.val_check_interval=3",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "phase.seq_len=128",
+    "data.num_workers=0",
+    "data.val_docs_per_lang=2",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "callbacks.batch_warmup=null",
+    "logger=csv",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictConfig:
+    """Composes conf/train.yaml with Hydra's runtime values set, as `python train.py ...` would."""
+    return _compose_train(overrides, output_dir=output_dir, conf_dir=CONF)
+
+
+def tiny_config(**overrides: object) -> MmBertConfig:
+    """Four layers, hidden 32: layers 0 and 3 global, 1 and 2 local with |i - j| <= 4."""
+    fields: dict[str, object] = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        local_attention=8,
+        global_attn_every_n_layers=3,
+        attn_backend="sdpa",
+    )
+    fields.update(overrides)
+    return MmBertConfig(**fields)
+
+
+def make_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
+    """A seeded tiny model in eval mode."""
+    import torch
+
+    torch.manual_seed(seed)
+    return MmBertForMaskedLM(tiny_config(**overrides)).eval()
+
+
+def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:
+    """(step, value) of every row of the run's csv/metrics.csv that has `key`, in file order (repeats kept)."""
+    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").read_text().splitlines())
+    return [(int(r["step"]), float(r[key])) for r in rows if r.get(key)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_env(rank: int, world: int, port: int, run_id: str) -> None:
+    """What torchrun sets for a process: Lightning then takes the processes as launched."""
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), GROUP_RANK="0",
+        WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world), TORCHELASTIC_RUN_ID=run_id,
+    )  # fmt: skip
+
+
+class FixedSteps(L.LightningDataModule):
+    """Optimizer steps of `micro` micro-batches over all ranks; rank r of w takes micro-batches r, r + w, ..."""
+
+    def __init__(self, batches: list[dict], micro: int = 2) -> None:
+        super().__init__()
+        self.batches, self.micro = batches, micro
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world, m = self.trainer.global_rank, self.trainer.world_size, self.micro
+        steps = [StepBatch(self.batches[i + rank : i + m : world]) for i in range(0, len(self.batches), m)]
+        return DataLoader(steps, batch_size=None, shuffle=False)

@@ -1,0 +1,105 @@
+"""Two DDP processes (gloo, CPU) train exactly like one process with the same global batch.
+
+The same four packed batches feed both set-ups: one process runs two micro-batches per step; two ranks take
+one micro-batch each. Gradient averaging over ranks must equal weighting over micro-batches, the token count
+must add up over ranks, and a non-finite loss on one rank must be handled the same on both.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import TINY, FixedSteps
+
+from mmbert.data import MLMDataModule, SampleMix
+from mmbert.train import MLMModule
+
+
+class _NaNOnRankOne(MLMModule):
+    """A loss that is NaN on rank 1 only, once, at step 1."""
+
+    poisoned = False
+
+    def forward(self, **batch):
+        out = super().forward(**batch)
+        if self.global_rank == 1 and self.global_step == 1 and not self.poisoned:
+            self.poisoned = True
+            out.loss = out.loss * float("nan")
+        return out
+
+
+class _RecordSteps(L.Callback):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.steps: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.steps.append(trainer.global_step)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        record = {"steps": self.steps, "skipped": pl_module.skipped_batches}
+        torch.save(record, self.path.with_name(f"{self.path.stem}-rank{trainer.global_rank}.pt"))
+
+
+class _SaveWeights(L.Callback):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            torch.save({"state": pl_module.net.state_dict(), "tokens_seen": pl_module.tokens_seen}, self.path)
+
+
+def _batches(n: int) -> list[dict]:
+    dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_device=2, tau=0.7, mask_ratio=0.3)
+    dm.setup("fit")
+    it = dm.train_batches()
+    return [next(it) for _ in range(n)]
+
+
+def _fit(
+    batches: list[dict], devices: int, out: Path, module_cls=MLMModule, max_steps: int = 2, **kw
+) -> dict:
+    L.seed_everything(0)
+    module = module_cls(model_config=TINY, optimizer=functools.partial(torch.optim.SGD, lr=0.5), **kw)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        max_steps=max_steps,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[_SaveWeights(out), _RecordSteps(out)],
+    )
+    trainer.fit(module, datamodule=FixedSteps(batches))
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    batches = _batches(4)
+    start = _fit(batches, devices=1, out=tmp_path / "one.pt")  # two optimizer steps either way
+    two = _fit(batches, devices=2, out=tmp_path / "two.pt")
+    assert two["tokens_seen"] == start["tokens_seen"] == sum(int(b["num_tokens"]) for b in batches)
+    L.seed_everything(0)
+    init = MLMModule(model_config=TINY, optimizer=None).net.state_dict()
+    for name, tensor in start["state"].items():
+        torch.testing.assert_close(two["state"][name], tensor, atol=2e-6, rtol=1e-5, msg=name)
+    moved = [n for n, t in start["state"].items() if not torch.equal(t, init[n])]
+    assert len(moved) > len(start["state"]) // 2, "the runs must actually train"
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_on_one_rank_is_skipped_on_both(tmp_path):
+    batches = _batches(6)
+    _fit(batches, 2, tmp_path / "skip.pt", _NaNOnRankOne, max_steps=2, on_nonfinite="skip")  # no hang
+    ranks = [torch.load(tmp_path / f"skip-rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0] == ranks[1] == {"steps": [1, 1, 2], "skipped": 1}, "the same step skipped on both"
