@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-import mmbert.train.config  # noqa: F401  (registers the ${scale:...} resolver)
+import mmbert.train.config  # noqa: F401  (registers the ${scaled:...} and ${by_phase:...} resolvers)
 from mmbert.cli import user_errors
 from mmbert.train.run import run
 

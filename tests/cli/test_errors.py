@@ -31,7 +31,7 @@ def _one_line_error(proc: subprocess.CompletedProcess, prog: str) -> str:
     ("override", "message"),
     [
         (
-            "model.recipe.pretrain.mask_ratio=1.5",
+            "recipe.mask_ratio=1.5",
             "mask_schedule: mask ratio start must be in (0, 1), got 1.5",
         ),
         ("data_mix=folder data_mix.path=/no/such/corpus", "/no/such/corpus"),  # DataError, inside instantiate

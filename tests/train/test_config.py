@@ -109,11 +109,11 @@ def test_phases_set_the_recipe_values(tmp_path):
         ("phase.seq_len=16384", "phase.seq_len"),
         ("phase.seq_len=8", "phase.seq_len"),
         ("data.rows_per_device=0", "data.rows_per_device: rows_per_device must be"),
-        ("model.recipe.pretrain.mask_ratio=1.0", "mask_schedule: mask ratio start"),
-        ("model.recipe.pretrain.mask_ratio=0", "mask_schedule: mask ratio start"),
-        ("phase.mask_ratio_end=1.5", "mask_schedule: mask ratio end"),
+        ("recipe.mask_ratio=1.0", "mask_schedule: mask ratio start"),
+        ("recipe.mask_ratio=0", "mask_schedule: mask ratio start"),
+        ("recipe.mask_ratio_end=1.5", "mask_schedule: mask ratio end"),
         ("data.val_mask_ratio=0", "data.val_mask_ratio"),
-        ("model.recipe.pretrain.lr_schedule=cosine", "lr_schedule: lr schedule kind"),
+        ("recipe.lr_schedule=cosine", "lr_schedule: lr schedule kind"),
         ("phase.tau=1.5", "phase.tau"),
         ("phase.tau=0", "phase.tau"),
         ("global_batch_rows=0", "global_batch_rows"),
@@ -142,11 +142,9 @@ def test_missing_init_warns_for_later_phases(tmp_path, caplog):
 
 
 def test_the_papers_values_are_one_override_away(tmp_path):
-    base = compose_train(["phase=pretrain", "model=base", "model.recipe.pretrain.mask_ratio=0.3"], tmp_path)
+    base = compose_train(["phase=pretrain", "model=base", "recipe.mask_ratio=0.3"], tmp_path)
     assert base.mask_schedule.start == 0.3
-    small = compose_train(
-        ["phase=decay", "model=small", "model.recipe.decay.lr_schedule=one_minus_sqrt"], tmp_path
-    )
+    small = compose_train(["phase=decay", "model=small", "recipe.lr_schedule=one_minus_sqrt"], tmp_path)
     assert small.lr_schedule.kind == "one_minus_sqrt" and small.lr_schedule.alpha_f == 0.04
 
 

@@ -48,7 +48,7 @@ from mmbert.data.sources import Source
 from mmbert.data.steps import TrainStream, mask_rng
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.data.validation import FixedBatches, build_val_batches
-from mmbert.errors import DataError
+from mmbert.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +196,14 @@ class MLMDataModule(L.LightningDataModule):
         if self._tok is None:
             self._tok = load_tokenizer(self.tokenizer_name)
         return self._tok
+
+    def check_vocab(self, vocab_size: int) -> None:
+        """The model's embedding must cover every id this data's tokenizer can produce."""
+        if len(self.tokenizer) > vocab_size:
+            raise ConfigError(
+                f"model.config.vocab_size={vocab_size} is smaller than the tokenizer {self.tokenizer_name} "
+                f"({len(self.tokenizer)} tokens)"
+            )
 
     def prepare_data(self) -> None:
         self.mix.token_counts()  # measures and caches counts once (rank 0) before every rank reads them

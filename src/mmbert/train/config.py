@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -19,23 +20,41 @@ from mmbert.errors import ConfigError
 log = logging.getLogger(__name__)
 
 PHASES = ("pretrain", "midtrain", "decay")
-# Schedule nodes of conf/train.yaml and where their numbers come from.
+# Schedule nodes of conf/train.yaml and where their numbers come from (conf/recipe/<size>_<phase>.yaml).
 SCHEDULES = {
-    "lr_schedule": "model.recipe.<phase>.lr_schedule / warmup_tokens / tokens / decay_tokens / alpha_f",
-    "mask_schedule": "model.recipe.<phase>.mask_ratio, phase.mask_ratio_end",
-    "batch_warmup": "model.recipe.<phase>.batch_warmup_min_rows / batch_warmup_tokens, global_batch_rows",
+    "lr_schedule": "recipe.lr_schedule / warmup_tokens / tokens / decay_tokens / alpha_f",
+    "mask_schedule": "recipe.mask_ratio / mask_ratio_end",
+    "batch_warmup": "recipe.batch_warmup_min_rows / batch_warmup_tokens, global_batch_rows",
 }
 _HUB_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _scale(tokens: float | int | str, factor: float | int | str) -> int:
-    return round(float(tokens) * float(factor))
+@dataclass(frozen=True)
+class RunShape:
+    """How a run spreads its global batch: processes, and micro-batches per optimizer step on each."""
+
+    world: int
+    micro_batches: int
+
+
+def scaled_tokens(cfg: DictConfig, key: str) -> int:
+    """The token budget at ``key`` (e.g. ``recipe.tokens``) times ``token_scale``, rounded: the one place a
+    recipe's real budgets become a run's."""
+    return round(float(OmegaConf.select(cfg, key, throw_on_missing=True)) * float(cfg.token_scale))
+
+
+def _by_phase(key: str, _root_: DictConfig) -> object:
+    return OmegaConf.select(_root_, key, throw_on_missing=True)[_root_.phase.name]
 
 
 def register_resolvers() -> None:
-    """``${scale:tokens,factor}`` multiplies a token budget by ``token_scale`` and rounds to an int."""
-    if not OmegaConf.has_resolver("scale"):
-        OmegaConf.register_new_resolver("scale", _scale)
+    """``${scaled:recipe.<key>}``: a recipe budget times ``token_scale``; ``${by_phase:<key>}``: the entry of
+    the mapping at ``key`` for the current ``phase.name`` (an experiment's per-phase values). Both take a key
+    rather than a nested interpolation, so every config value is one hop from where it is written."""
+    if not OmegaConf.has_resolver("scaled"):
+        OmegaConf.register_new_resolver("scaled", lambda key, _root_: scaled_tokens(_root_, key))
+    if not OmegaConf.has_resolver("by_phase"):
+        OmegaConf.register_new_resolver("by_phase", _by_phase)
 
 
 register_resolvers()
@@ -69,7 +88,7 @@ def compose_train(
     return cfg
 
 
-def world_size(trainer_cfg: DictConfig) -> int:
+def _world_size(trainer_cfg: DictConfig) -> int:
     """Processes the trainer will start: devices per node (resolved like Lightning) times nodes."""
     devices = trainer_cfg.get("devices", 1)
     if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices):
@@ -84,7 +103,7 @@ def world_size(trainer_cfg: DictConfig) -> int:
     return per_node * int(trainer_cfg.get("num_nodes", 1))
 
 
-def micro_batches(cfg: DictConfig, world: int) -> int:
+def _micro_batches(cfg: DictConfig, world: int) -> int:
     """Micro-batches per optimizer step at the full batch: each device trains ``global_batch_rows / world``
     rows a step, ``data.rows_per_device`` at a time (the last micro-batch takes the remainder)."""
     rows = int(cfg.data.rows_per_device)
@@ -121,11 +140,14 @@ def _check_objects(cfg: DictConfig) -> None:
             raise ConfigError(f"{key}: {e}") from e
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check a composed train config; raises :class:`ConfigError` naming the first bad key."""
+def validate(cfg: DictConfig) -> RunShape:
+    """Check a composed train config once, before anything is built, and return the run's shape; raises
+    :class:`ConfigError` naming the first bad key."""
     phase = cfg.phase
     if phase.name not in PHASES:
         raise ConfigError(f"phase.name must be one of {PHASES}, got {phase.name!r}")
+    if cfg.token_scale <= 0:
+        raise ConfigError(f"token_scale must be > 0, got {cfg.token_scale}")
     model = cfg.model.config
     _check_objects(cfg)
     if phase.seq_len > model.max_position_embeddings:
@@ -133,9 +155,8 @@ def validate(cfg: DictConfig) -> None:
             f"phase.seq_len={phase.seq_len} exceeds model.config.max_position_embeddings="
             f"{model.max_position_embeddings}"
         )
-    if cfg.token_scale <= 0:
-        raise ConfigError(f"token_scale must be > 0, got {cfg.token_scale}")
-    micro_batches(cfg, world_size(cfg.trainer))
+    world = _world_size(cfg.trainer)
+    shape = RunShape(world, _micro_batches(cfg, world))
     init_from = cfg.model.init_from
     if init_from:
         local = Path(str(init_from)).expanduser()
@@ -147,12 +168,4 @@ def validate(cfg: DictConfig) -> None:
             "training from random initialisation",
             phase.name,
         )
-
-
-def check_vocab(vocab_size: int, tokenizer_len: int, tokenizer_name: str) -> None:
-    """The embedding must cover every id the tokenizer can produce."""
-    if tokenizer_len > vocab_size:
-        raise ConfigError(
-            f"model.config.vocab_size={vocab_size} is smaller than the tokenizer {tokenizer_name} "
-            f"({tokenizer_len} tokens)"
-        )
+    return shape

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from mmbert.data import load_tokenizer
 from mmbert.errors import ConfigError, DataError
 from mmbert.train.callbacks import AtomicCheckpointIO
-from mmbert.train.config import check_vocab, micro_batches, validate, world_size
+from mmbert.train.config import RunShape, scaled_tokens, validate
 from mmbert.train.init import init_tokenizer_source
 from mmbert.train.preemption import requeued_resume_path, under_slurm
 
@@ -85,17 +85,16 @@ def check_init_tokenizer(init_from: str, tokenizer, tokenizer_name: str) -> None
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
-    validate(cfg)
+    shape = validate(cfg)
     check_cpu_memory(cfg)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(
         cfg.data, _recursive_=False, mix=hydra.utils.instantiate(cfg.data.mix)
     )
-    tokenizer = datamodule.tokenizer
-    check_vocab(cfg.model.config.vocab_size, len(tokenizer), datamodule.tokenizer_name)
+    datamodule.check_vocab(cfg.model.config.vocab_size)
     if cfg.model.init_from:
-        check_init_tokenizer(str(cfg.model.init_from), tokenizer, datamodule.tokenizer_name)
+        check_init_tokenizer(str(cfg.model.init_from), datamodule.tokenizer, datamodule.tokenizer_name)
 
     model_config = hydra.utils.instantiate(cfg.model.config)
     module = hydra.utils.instantiate(
@@ -111,9 +110,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         # Lightning refuses a progress-bar callback when the bar is disabled.
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_group(cfg.get("logger"))
-    trainer_cfg = cfg.trainer
-    world = world_size(trainer_cfg)
-    _log_plan(cfg, micro_batches(cfg, world), world)
+    _log_plan(cfg, shape)
     # One Lightning batch is one optimizer step (MLMModule steps its micro-batches itself), so every
     # interval in batches is one in optimizer steps.
     plugins: list = [AtomicCheckpointIO()]
@@ -122,20 +119,20 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         # hpc checkpoint from inside the signal handler, in the middle of a step.
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = hydra.utils.instantiate(
-        trainer_cfg, callbacks=callbacks, logger=loggers or False, plugins=plugins
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=plugins
     )
     return datamodule, module, trainer
 
 
-def _log_plan(cfg: DictConfig, micro: int, world: int) -> None:
+def _log_plan(cfg: DictConfig, shape: RunShape) -> None:
     """One line a researcher can check before waiting for the first step: batch shape and phase length."""
     seq_len, rows = int(cfg.data.seq_len), int(cfg.data.rows_per_device)
     step_tokens = cfg.global_batch_rows * seq_len
-    budget = int(cfg.lr_schedule.total_tokens)
+    budget = scaled_tokens(cfg, "recipe.tokens")
     log.info(
         "phase=%s: up to %d rows x %d tokens per micro-batch, %d micro-batch(es) x %d device(s) = %d rows "
         "(%s tokens) per optimizer step at the full batch; token budget %s (~%d steps)",
-        cfg.phase.name, rows, seq_len, micro, world, cfg.global_batch_rows,
+        cfg.phase.name, rows, seq_len, shape.micro_batches, shape.world, cfg.global_batch_rows,
         f"{step_tokens:,}", f"{budget:,}", -(-budget // step_tokens),
     )  # fmt: skip
 
