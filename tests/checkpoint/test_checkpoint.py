@@ -25,8 +25,8 @@ from mmbert.errors import CheckpointError, MergeError, UnsafeCheckpointError
 from mmbert.hf import load_hf_folder, save_hf_folder
 from mmbert.merge import run_merge
 from mmbert.model import MmBertForMaskedLM
-from mmbert.train.callbacks import AtomicCheckpointIO
 from mmbert.train.init import load_initial_weights
+from mmbert.train.resume import AtomicCheckpointIO
 
 TOKENIZER = REPO / "data" / "tokenizer"
 # The released mmBERT training YAML's model_config (configs/mmBERT-base-decay.yaml) at tiny sizes, as

@@ -1,20 +1,17 @@
-"""Training: the LightningModule, optimizers, schedules and the callbacks that apply them."""
+"""Training: the LightningModule, optimizers, schedules, the callbacks that apply them, and resuming."""
 
-from mmbert.train.callbacks import (
-    AtomicCheckpointIO,
+from mmbert.train.callbacks.budget import StopAtTokens
+from mmbert.train.callbacks.export import HFExportCallback
+from mmbert.train.callbacks.mixture import MixtureReportCallback
+from mmbert.train.callbacks.progress import ThroughputMonitor, TokenProgressBar
+from mmbert.train.callbacks.schedules import (
     BatchSizeWarmupCallback,
-    HFExportCallback,
     LRScheduleCallback,
     MaskRatioCallback,
-    MixtureReportCallback,
-    StepCheckpoint,
-    StopAtTokens,
-    ThroughputMonitor,
-    TokenCheckpoint,
-    TokenProgressBar,
 )
 from mmbert.train.module import MLMModule
 from mmbert.train.optim import StableAdamW, adamw, param_groups
+from mmbert.train.resume import AtomicCheckpointIO, StepCheckpoint, TokenCheckpoint
 from mmbert.train.schedules import BatchSizeWarmup, LRSchedule, MaskSchedule
 
 __all__ = [

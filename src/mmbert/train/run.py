@@ -16,10 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmbert.data import load_tokenizer
 from mmbert.errors import ConfigError, DataError
-from mmbert.train.callbacks import AtomicCheckpointIO
 from mmbert.train.config import RunShape, scaled_tokens, validate
 from mmbert.train.init import init_tokenizer_source
-from mmbert.train.preemption import requeued_resume_path, under_slurm
+from mmbert.train.resume import AtomicCheckpointIO, resume_path, under_slurm
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +151,3 @@ def run(cfg: DictConfig) -> L.Trainer:
     datamodule, module, trainer = build(cfg)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume_path(cfg), weights_only=True)
     return trainer
-
-
-def resume_path(cfg: DictConfig) -> str | None:
-    """``ckpt_path``, or, in a SLURM job that was requeued, the last.ckpt its earlier run left."""
-    if cfg.get("ckpt_path"):
-        return str(cfg.ckpt_path)
-    checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
-    found = requeued_resume_path(checkpoint.dirpath) if checkpoint else None
-    if found is not None:
-        log.info("requeued SLURM job: resuming from %s", found)
-        return str(found)
-    return None

@@ -14,7 +14,7 @@ import pytest
 import torch
 from helpers import FAST, compose_train, logged
 
-from mmbert.train.preemption import Preempted
+from mmbert.train.resume import Preempted
 from mmbert.train.run import build, run
 
 # Checkpoints every 1000 steps, as in the report: nothing but the stop itself writes last.ckpt here.
