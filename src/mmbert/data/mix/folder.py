@@ -88,11 +88,13 @@ class FolderMix(MixSpec):
         else:
             self._languages = [self._known(lang, "languages") for lang in wanted]
         self.val_languages = [self._known(v, "val_languages") for v in as_list(val_languages) or []] or None
-        self._given = check_counts(token_counts, f"mix {self.name!r}") if token_counts else None
-        if self._given is not None:
-            missing = set(self._languages) - set(self._given)
+        self._given: dict[str, int] | None = None
+        if token_counts:
+            given = check_counts(token_counts, f"mix {self.name!r}")
+            missing = set(self._languages) - set(given)
             if missing:
                 raise DataError(f"mix {self.name!r}: token_counts lack languages {sorted(missing)}")
+            self._given = {lang: given[lang] for lang in self._languages}
 
     def _known(self, lang: str, key: str) -> str:
         norm = normalize_language(lang)
@@ -120,13 +122,9 @@ class FolderMix(MixSpec):
     def _train_files(self) -> dict[str, list[str]]:
         return {lang: [str(f) for f in self.train_files(lang)] for lang in self._languages}
 
-    def _given_counts(self) -> dict[str, int] | None:
-        return None if self._given is None else {lang: self._given[lang] for lang in self._languages}
-
     def token_counts(self) -> dict[str, int]:
-        given = self._given_counts()
-        if given is not None:
-            return given
+        if self._given is not None:
+            return dict(self._given)
         tok = load_tokenizer(self.tokenizer)
 
         def count(src: Source) -> tuple[int, int, bool]:
@@ -140,9 +138,8 @@ class FolderMix(MixSpec):
         )
 
     def known_counts(self) -> dict[str, int] | None:
-        given = self._given_counts()
-        if given is not None:
-            return given
+        if self._given is not None:
+            return dict(self._given)
         # Looked up without loading the tokenizer, so only one tokenizer's counts covering every language
         # tell the mix's counts (with several, which one is the mix's needs the tokenizer).
         found = list(CountCache(self.root).find(self._train_files()).values())

@@ -134,7 +134,7 @@ class MdsMix(MixSpec):
     def _files(self) -> dict[str, list[str]]:
         return {lang: [str(s.path) for s in shards] for lang, shards in self.shards.items()}
 
-    def _given_counts(self) -> dict[str, int] | None:
+    def _given_for_shards(self) -> dict[str, int] | None:
         if self._given is None:
             return None
         missing = set(self.shards) - set(self._given)
@@ -143,7 +143,7 @@ class MdsMix(MixSpec):
         return {k: self._given[k] for k in self.shards}
 
     def token_counts(self) -> dict[str, int]:
-        given = self._given_counts()
+        given = self._given_for_shards()
         if given is not None:
             return given
         tok = load_tokenizer(self.tokenizer)
@@ -154,7 +154,7 @@ class MdsMix(MixSpec):
         )
 
     def known_counts(self) -> dict[str, int] | None:
-        given = self._given_counts()
+        given = self._given_for_shards()
         if given is not None:
             return given
         return CountCache(self.root).find(self._files()).get(MDS_KEY)
