@@ -98,7 +98,7 @@ def main(corpus: Path, out: Path) -> None:
     from mmbert.data.tokenizer import load_tokenizer
 
     load_tokenizer.cache_clear()
-    counts = FolderMix(str(corpus), tokenizer=str(out)).measured_counts()
+    counts = FolderMix(str(corpus), tokenizer=str(out)).token_counts()
     print(
         f"token counts: max {max(counts.values())}, min {min(counts.values())}, total {sum(counts.values())}"
     )

@@ -109,10 +109,13 @@ def test_every_data_mix_config_instantiates_from_any_directory(tmp_path: Path, m
     assert set(real["decay-eng"].languages) == set(real["decay-cont"].languages) == mid
     for name in ("decay-eng", "decay-cont"):
         assert set(real[name].overrides) == {"eng", "code"}
-    q = {name: real[name].target_weights(0.3) for name in ("decay-eng", "decay-cont")}
+    q = {
+        name: real[name].meaning.weights(real[name].token_counts(), 0.3)
+        for name in ("decay-eng", "decay-cont")
+    }
     assert q["decay-eng"]["eng"] > q["decay-cont"]["eng"]
     # the released pre-training counts are dominated by English; they are already sampled, so the phase's
     # own tau keeps their shares (temperature is not applied twice)
     counts = real["pretrain"].token_counts()
     assert Counter(counts).most_common(1)[0][0] == "eng"
-    assert real["pretrain"].target_weights(0.7)["eng"] == counts["eng"] / sum(counts.values())
+    assert real["pretrain"].meaning.weights(counts, 0.7)["eng"] == counts["eng"] / sum(counts.values())

@@ -14,7 +14,7 @@ import zstandard
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import mmbert.data.mixspec as mix_module
+import mmbert.data.mix.folder as mix_module
 from mmbert.data import FolderMix, SampleMix
 from mmbert.data.counts import CACHE_NAME, CountCache, estimate_tokens, file_extent, measure_tokens
 from mmbert.data.tokenizer import load_tokenizer

@@ -21,7 +21,7 @@ from helpers import REPO
 
 from mmbert.data import FolderMix, MLMDataModule
 from mmbert.data.counts import CACHE_NAME
-from mmbert.data.mixspec import discover_languages
+from mmbert.data.mix.layout import discover_languages
 from mmbert.data.sampling import TokenSampler
 
 SAMPLE = REPO / "data" / "sample"
@@ -30,7 +30,7 @@ SPLITS = {1: (1.0,), 2: (0.9, 0.1), 3: (0.75, 0.2, 0.05)}
 
 
 def _texts(folder: Path) -> list[str]:
-    from mmbert.data.sources import FileSource
+    from mmbert.data.mix.folder import FileSource
 
     files = sorted(p for p in folder.iterdir() if p.is_file())
     return [str(d) for d in FileSource(folder.name, files).first_docs(10**9)] if files else []

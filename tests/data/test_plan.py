@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from helpers import REPO
 
 import mmbert.data.counts as counts_module
-import mmbert.data.mixspec as mix_module
+import mmbert.data.mix.folder as folder_module
+import mmbert.data.mix.mds as mds_module
 from mmbert.data import SampleMix
 from mmbert.data.plan import compose_train, main, plan
 
@@ -29,9 +30,10 @@ def offline(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("the plan loaded a tokenizer or read data")
 
-    monkeypatch.setattr(mix_module, "load_tokenizer", refuse)
-    monkeypatch.setattr(mix_module, "measure_tokens", refuse)
-    monkeypatch.setattr(mix_module, "estimate_tokens", refuse)
+    for backend in (folder_module, mds_module):
+        monkeypatch.setattr(backend, "load_tokenizer", refuse)
+        monkeypatch.setattr(backend, "measure_tokens", refuse)
+    monkeypatch.setattr(folder_module, "estimate_tokens", refuse)
     monkeypatch.setattr(counts_module, "measure_tokens", refuse)
 
 
@@ -60,7 +62,8 @@ def test_decay_all_plan_gives_the_release_and_writes_json(
 
 def test_sample_plan_gives_passes_and_flags(capsys: pytest.CaptureFixture, offline: None) -> None:
     _, report = plan(compose_train(["data_mix=sample", "phase=midtrain"]))
-    available = SampleMix(subset="midtrain").available_tokens()
+    sample = SampleMix(subset="midtrain")
+    available = sample.meaning.data_tokens(sample.known_counts())
     langs = report["languages"]
     assert len(langs) == 16 and report["counts"] == "available"
     for lang, e in langs.items():

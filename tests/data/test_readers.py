@@ -18,7 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import FileSource, FolderMix
 from mmbert.data.doc_stream import DocStream
-from mmbert.data.mixspec import discover_languages
+from mmbert.data.mix.layout import discover_languages
 from mmbert.data.readers import iter_blocks
 from mmbert.errors import DataError
 

@@ -14,7 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from helpers import REPO
 
-from mmbert.data import HubMix, MdsMix, MLMDataModule, SampleMix, released_weights, temperature_weights
+from mmbert.data import (
+    HubMix,
+    MdsMix,
+    MixSpec,
+    MLMDataModule,
+    SampleMix,
+    released_weights,
+    temperature_weights,
+)
 from mmbert.errors import DataError
 
 MDS_FIXTURE = REPO / "tests" / "fixtures" / "mds"
@@ -28,6 +36,11 @@ RELEASE = {
 }
 
 
+def shares(mix: MixSpec, tau: float) -> dict[str, float]:
+    """The mix's target shares at ``tau``, of all its counts."""
+    return mix.meaning.weights(mix.token_counts(), tau)
+
+
 @pytest.fixture(scope="module")
 def released() -> dict[str, HubMix]:
     GlobalHydra.instance().clear()
@@ -37,7 +50,7 @@ def released() -> dict[str, HubMix]:
 
 def test_released_mixes_say_what_their_counts_are(released: dict[str, HubMix]) -> None:
     for name, mix in released.items():
-        assert (mix.counts, mix.released_tau, mix.fixed_shares) == (
+        assert (mix.meaning.counts, mix.meaning.released_tau, mix.meaning.fixed_shares) == (
             "released",
             RELEASE[name][0],
             ("eng", "code"),
@@ -49,7 +62,7 @@ def test_released_mix_at_its_own_tau_is_exactly_the_release(released: dict[str, 
         tau, eng, code = RELEASE[name]
         counts = mix.token_counts()
         total = sum(counts.values())
-        weights = mix.target_weights(tau)
+        weights = shares(mix, tau)
         assert weights == {lang: n / total for lang, n in counts.items()}  # exact, not approx
         assert 100 * weights["eng"] == pytest.approx(eng, abs=0.06)
         assert 100 * weights["code"] == pytest.approx(code, abs=0.06)
@@ -61,8 +74,8 @@ def test_other_tau_retempers_fineweb2_and_keeps_eng_and_code(
 ) -> None:
     mix = released[name]
     counts = mix.token_counts()
-    release = mix.target_weights(mix.released_tau)
-    weights = mix.target_weights(tau)
+    release = shares(mix, mix.meaning.released_tau)
+    weights = shares(mix, tau)
     assert math.fsum(weights.values()) == pytest.approx(1.0, abs=1e-12)
     assert weights["eng"] == release["eng"] and weights["code"] == release["code"]
     # the FineWeb2 group keeps its mass, and shares within it go as count^(tau / released_tau)
@@ -72,17 +85,17 @@ def test_other_tau_retempers_fineweb2_and_keeps_eng_and_code(
     )
     ref = group[0]
     for lang in group[1:]:
-        expected = (counts[lang] / counts[ref]) ** (tau / mix.released_tau)
+        expected = (counts[lang] / counts[ref]) ** (tau / mix.meaning.released_tau)
         assert weights[lang] / weights[ref] == pytest.approx(expected, rel=1e-9)
     # flatter at a lower tau, sharper at a higher one: the smallest language gains or loses
     smallest = min(group, key=counts.__getitem__)
-    assert (weights[smallest] > release[smallest]) == (tau < mix.released_tau)
+    assert (weights[smallest] > release[smallest]) == (tau < mix.meaning.released_tau)
 
 
 def test_retempering_is_continuous_at_the_released_tau(released: dict[str, HubMix]) -> None:
     mix = released["decay-all"]
-    near = mix.target_weights(mix.released_tau * (1 + 1e-12))
-    assert near == pytest.approx(mix.target_weights(mix.released_tau), rel=1e-9)
+    near = shares(mix, mix.meaning.released_tau * (1 + 1e-12))
+    assert near == pytest.approx(shares(mix, mix.meaning.released_tau), rel=1e-9)
 
 
 def test_released_weights_small_example_and_release_scale() -> None:
@@ -99,12 +112,12 @@ def test_released_weights_small_example_and_release_scale() -> None:
 
 def test_available_counts_still_get_the_phase_tau() -> None:
     sample = SampleMix(subset="pretrain")
-    assert sample.counts == "available"
+    assert sample.meaning.counts == "available"
     counts = sample.token_counts()
-    assert sample.target_weights(0.7) == temperature_weights(counts, 0.7)
+    assert shares(sample, 0.7) == temperature_weights(counts, 0.7)
     given = HubMix(name="mine", token_counts={"fao": 100, "isl": 400})
-    assert given.target_weights(0.5) == pytest.approx({"fao": 1 / 3, "isl": 2 / 3}, rel=1e-12)
-    assert given.available_tokens() == {"fao": 100, "isl": 400}
+    assert shares(given, 0.5) == pytest.approx({"fao": 1 / 3, "isl": 2 / 3}, rel=1e-12)
+    assert given.meaning.data_tokens(given.known_counts()) == {"fao": 100, "isl": 400}
 
 
 @pytest.mark.parametrize(
@@ -126,20 +139,20 @@ def test_mds_released_shards_are_read_at_their_sizes() -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf" / "data_mix"), version_base="1.3"):
         cfg = compose(config_name="mds", overrides=[f"path={MDS_FIXTURE}"])
     mix = instantiate(cfg)
-    assert (mix.counts, mix.released_tau) == ("released", None)
+    assert (mix.meaning.counts, mix.meaning.released_tau) == ("released", None)
     counts = mix.known_counts()  # the fixture's committed cache: no tokenizer, no reading
     assert counts == {"eng_Latn": 1420, "fao_Latn": 1349}
     total = sum(counts.values())
     for tau in (0.3, 0.7):  # released_tau null: the shards' own shares whatever the tau
-        assert mix.target_weights(tau) == {k: n / total for k, n in counts.items()}
-    assert mix.available_tokens() == counts  # the shards are the data: passes are known
+        assert shares(mix, tau) == {k: n / total for k, n in counts.items()}
+    assert mix.meaning.data_tokens(mix.known_counts()) == counts  # the shards are the data: passes are known
     # pinned released_tau: another tau re-tempers
     pinned = MdsMix(str(MDS_FIXTURE), tokenizer="data/tokenizer", counts="released", released_tau=0.3)
-    w = pinned.target_weights(0.5)
+    w = shares(pinned, 0.5)
     assert w["eng_Latn"] / w["fao_Latn"] == pytest.approx((1420 / 1349) ** (0.5 / 0.3), rel=1e-12)
     # the class default stays available tokens (shards written from a corpus)
     plain = MdsMix(str(MDS_FIXTURE), tokenizer="data/tokenizer")
-    assert plain.target_weights(0.5) == temperature_weights(counts, 0.5)
+    assert shares(plain, 0.5) == temperature_weights(counts, 0.5)
 
 
 def test_datamodule_trains_on_the_mix_target_weights() -> None:

@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import MdsMix, MdsWriter, MLMDataModule, SampleMix
 from mmbert.data.doc_stream import DocStream
+from mmbert.data.mix.folder import FileSource
 from mmbert.data.packing import frame_documents
-from mmbert.data.sources import FileSource
 from mmbert.data.tokenizer import load_tokenizer
 
 SHARDS = 8

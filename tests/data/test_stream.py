@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmbert.data import MLMDataModule, SampleMix
 from mmbert.data.doc_stream import DocStream
+from mmbert.data.mix.folder import FileSource
 from mmbert.data.rows import PackedRowDataset, identity
-from mmbert.data.sources import FileSource
 
 RANKS, WORKERS = 2, 2
 

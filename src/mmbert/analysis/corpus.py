@@ -10,8 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from mmbert.data.langcodes import iso639_3, normalize_language
-from mmbert.data.readers import file_format
-from mmbert.data.sources import FileSource
+from mmbert.data.mix.folder import FileSource
+from mmbert.data.mix.layout import data_files, languages_base
 
 _SCRIPT = re.compile(r"[a-z]{2,3}_([A-Z][a-z]{3})")
 
@@ -26,19 +26,15 @@ def languages_with_test_split(corpus: str | Path) -> dict[str, Path]:
     """``{language: test folder}`` of the ``{iso639_3}_{Script}/test/`` folders in ``corpus`` (or
     ``corpus/data``) that hold data files, sorted by language."""
     root = Path(corpus)
-    base = root / "data" if (root / "data").is_dir() else root
+    base = languages_base(root)
     if not base.is_dir():
         raise FileNotFoundError(f"corpus folder {root} does not exist")
     found = {}
     for folder in sorted(p for p in base.iterdir() if (p / "test").is_dir()):
         lang = normalize_language(folder.name)
-        if lang is not None and _data_files(folder / "test"):
+        if lang is not None and data_files(folder / "test"):
             found[lang] = folder / "test"
     return found
-
-
-def _data_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and file_format(p) is not None)
 
 
 def read_test_texts(
@@ -53,7 +49,7 @@ def read_test_texts(
         raise KeyError(f"no test split for {missing} in {corpus}; available: {sorted(available)}")
     texts = {}
     for lang in wanted:
-        docs = FileSource(lang, _data_files(available[lang])).first_docs(max_docs)
+        docs = FileSource(lang, data_files(available[lang])).first_docs(max_docs)
         texts[lang] = [str(d) for d in docs]
     return texts
 

@@ -1,6 +1,6 @@
 """Language mixtures: the target (temperature-sampled) weights of each phase against the tokens realised.
 
-``mixture.json`` (written by every training run, schema of :func:`mmbert.data.mixspec.mixture_report`):
+``mixture.json`` (written by every training run, schema of :func:`mmbert.data.mix.report.mixture_report`):
 ``{"tau": float, "counts": "available" | "released", "languages": {lang: {"tokens": n_i, "weight": q_i,
 "realised_tokens": int, ...}}}``. With ``counts: available`` (folders, the sample) ``n_i`` are the language's
 available tokens and ``q_i = n_i^tau / sum_j n_j^tau``; with ``counts: released`` (the released mmBERT

@@ -31,7 +31,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -40,14 +40,18 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
+from mmbert.data.mix.base import Source
 from mmbert.data.readers import SkipCounter, file_format, zstd_chunks
-from mmbert.data.sources import FileSource, Source
 from mmbert.data.tokenizer import encode_bodies
 from mmbert.errors import DataError
+
+if TYPE_CHECKING:  # the folder backend counts with this module: only its type is needed here
+    from mmbert.data.mix.folder import FileSource
 
 log = logging.getLogger(__name__)
 
 CACHE_NAME = "mmbert_token_counts.json"
+MDS_KEY = "mds"  # the cache key of pre-tokenized shards' counts, which no tokenizer changes
 EXACT, ESTIMATE = "exact", "estimate"
 METHODS = (EXACT, ESTIMATE)
 SAMPLE_BYTES = 1 << 20  # per language: ~0.3 s of one core's tokenizer; estimates within 1% on real text

@@ -2,9 +2,9 @@
 
 The path from a folder to a batch, one module per stage:
 
-1. mixture plan: :mod:`mmbert.data.mixspec` (which languages, where, how many tokens; counted or estimated by
-   :mod:`mmbert.data.counts`) and :mod:`mmbert.data.sampling` (target token shares at the phase's tau);
-2. sources: :mod:`mmbert.data.sources` over :mod:`mmbert.data.readers`, each language's held-out validation
+1. mixture plan: :mod:`mmbert.data.mix` (which languages, where, how many tokens; counted or estimated by
+   :mod:`mmbert.data.counts`; what those counts mean, and so the target token shares at the phase's tau);
+2. sources: each mix backend's source over :mod:`mmbert.data.readers`, each language's held-out validation
    records and excluded languages decided by :mod:`mmbert.data.holdout`;
 3. per-shard document stream: :mod:`mmbert.data.doc_stream` (epochs, shuffling, rank x worker sharding);
 4. packed rows: :mod:`mmbert.data.rows` (sample a source by token share, tokenize, frame and pack with
@@ -39,12 +39,12 @@ from transformers import PreTrainedTokenizerFast
 from mmbert.data.batch import StepBatch
 from mmbert.data.holdout import plan_sources
 from mmbert.data.masking import Masker, check_mask_ratio, special_ids_table
-from mmbert.data.mixspec import MixSpec, mixture_report
+from mmbert.data.mix.base import MixSpec, Source
+from mmbert.data.mix.report import mixture_report
 from mmbert.data.paths import resolve_tokenizer
 from mmbert.data.resume import STATE_VERSION, gather_ranks, rank_state
 from mmbert.data.rows import PipelineConfig, identity
 from mmbert.data.sampling import check_tau
-from mmbert.data.sources import Source
 from mmbert.data.steps import TrainStream, mask_rng
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.data.validation import FixedBatches, build_val_batches
@@ -228,7 +228,7 @@ class MLMDataModule(L.LightningDataModule):
             raise DataError(f"mix {self.mix.name!r} has no token counts for {missing}")
         sources, val_docs = self._sources()  # first: it drops languages without training documents
         self.token_counts = {lang: counts[lang] for lang in self.languages}
-        self.weights = self.mix.target_weights(self.tau, self.token_counts)  # tau applies as the mix says
+        self.weights = self.mix.meaning.weights(self.token_counts, self.tau)  # tau applies as the mix says
         means = self.mix.mean_doc_tokens()
         self.pipeline = PipelineConfig(
             sources=tuple(sources), weights=tuple(self.weights[lang] for lang in self.languages),
@@ -342,11 +342,13 @@ class MLMDataModule(L.LightningDataModule):
         return dict(self._stream.realised)
 
     def mixture_report(self, budget_tokens: float | None = None) -> dict[str, Any]:
-        """``mixture.json`` (:func:`mmbert.data.mixspec.mixture_report`; ``budget_tokens``: the phase's) plus this
-        process's realised tokens."""
+        """``mixture.json`` (:func:`mmbert.data.mix.report.mixture_report`; ``budget_tokens``: the phase's) plus
+        this process's realised tokens."""
         self.setup("fit")
-        available = self.mix.available_tokens()
-        report = mixture_report(self.mix, self.tau, self.weights, self.token_counts, budget_tokens, available)
+        known = self.mix.known_counts()
+        report = mixture_report(
+            self.mix.meaning, self.tau, self.weights, self.token_counts, budget_tokens, known
+        )
         for lang, entry in report["languages"].items():
             entry["realised_tokens"] = self._stream.realised[lang]
         report["excluded"] = dict(self.excluded)  # languages without usable training documents, and why

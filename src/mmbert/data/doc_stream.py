@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from mmbert.data.mix.base import Doc, Source
 from mmbert.data.readers import Block, SkipCounter
-from mmbert.data.sources import Doc, Source
 from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from mmbert.data.mixspec import MixSpec
-from mmbert.data.sources import Source
+from mmbert.data.mix.base import MixSpec, Source
 from mmbert.errors import DataError
 
 SCAN_THREADS = 16  # languages inspected at once

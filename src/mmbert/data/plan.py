@@ -8,7 +8,7 @@ Takes train.py's ``key=value`` overrides, composes ``conf/train.yaml`` of the re
 datamodule, model or tokenizer, no hub access, no data read. Prints one line per language, largest share
 first (``top`` lines, then a summary line):
 
-- ``share``: the target token share at ``phase.tau`` (:meth:`mmbert.data.MixSpec.target_weights`: the release's
+- ``share``: the target token share at ``phase.tau`` (:meth:`mmbert.data.CountMeaning.weights`: the release's
   own shares for the released mixtures, ``n^tau`` of the counted tokens for folder and sample mixes);
 - ``tokens``: share x the phase's budget ``lr_schedule.total_tokens`` (``token_scale`` included);
 - ``data`` and ``passes``: where the mix knows how much data a language has (folder and sample mixes: their
@@ -17,7 +17,7 @@ first (``top`` lines, then a summary line):
   data stops being almost as good as fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language
   Models").
 
-``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mixspec.mixture_report`).
+``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mix.report.mixture_report`).
 
 Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
 ``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
@@ -43,7 +43,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 import mmbert.train.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
 from mmbert.cli import user_errors
-from mmbert.data.mixspec import FolderMix, MdsMix, MixSpec, mixture_report
+from mmbert.data.mix.base import MixSpec
+from mmbert.data.mix.folder import FolderMix
+from mmbert.data.mix.mds import MdsMix
+from mmbert.data.mix.report import mixture_report
 from mmbert.data.paths import repo_root
 from mmbert.data.sampling import check_tau
 from mmbert.errors import DataError
@@ -145,8 +148,8 @@ def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
     counts = {lang: known[lang] for lang in mix.languages if known[lang] > 0}
     if not counts:
         raise DataError(f"mix {mix.name!r}: no language has a usable document")
-    weights = mix.target_weights(tau, counts)
-    report = mixture_report(mix, tau, weights, counts, budget, mix.available_tokens())
+    weights = mix.meaning.weights(counts, tau)
+    report = mixture_report(mix.meaning, tau, weights, counts, budget, known)
     report["excluded"] = {lang: "no usable documents" for lang in mix.languages if lang not in counts}
     return mix, report
 
@@ -190,9 +193,9 @@ def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: fl
 
 
 def _header(cfg: DictConfig, mix: MixSpec) -> str:
-    counts = mix.counts
+    counts = mix.meaning.counts
     if counts == "released":
-        tau = mix.released_tau
+        tau = mix.meaning.released_tau
         counts += f" (sampled at tau {tau})" if tau is not None else " (read at their sizes)"
     return (
         f"mixture plan: {type(mix).__name__} {mix.name!r}, counts {counts}; phase {cfg.phase.name}, "

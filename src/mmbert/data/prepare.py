@@ -49,13 +49,22 @@ from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
 from mmbert.cli import user_errors
-from mmbert.data.counts import CACHE_NAME, CountCache, file_extent, record_bytes, tokenizer_fingerprint
+from mmbert.data.counts import (
+    CACHE_NAME,
+    MDS_KEY,
+    CountCache,
+    file_extent,
+    record_bytes,
+    tokenizer_fingerprint,
+)
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsWriter, merge_index
-from mmbert.data.mixspec import data_files, discover_languages
+from mmbert.data.mix.base import Source
+from mmbert.data.mix.folder import FileSource
+from mmbert.data.mix.hub import HubSource
+from mmbert.data.mix.layout import data_files, discover_languages, has_language_folders
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SkipCounter, file_format
-from mmbert.data.sources import FileSource, HubSource, Source
 from mmbert.data.tokenizer import encode_bodies, load_tokenizer
 from mmbert.errors import DataError
 
@@ -94,11 +103,6 @@ class Task:
 
 
 # -------------------------------------------------------------------------------------------- sources
-def _fineweb_layout(root: Path) -> bool:
-    base = root / "data" if (root / "data").is_dir() else root
-    return any((d / "train").is_dir() for d in base.iterdir() if d.is_dir())
-
-
 def sources(cfg: PrepareConfig) -> dict[str, Source]:
     """The sources ``cfg.source`` names, by language."""
     if cfg.source.startswith("hub:"):
@@ -109,7 +113,7 @@ def sources(cfg: PrepareConfig) -> dict[str, Source]:
     root = resolve_path(cfg.source)
     if not root.is_dir():
         raise DataError(f"source {root} is not a folder (or hub:REPO)")
-    if not _fineweb_layout(root):
+    if not has_language_folders(root):
         files = data_files(root)
         if not files:
             raise DataError(f"{root} holds no language folders ({{iso}}_{{Script}}/train/) and no data files")
@@ -227,7 +231,7 @@ def finish_language(out: Path, lang: str, cache: CountCache) -> None:
             info = s["zip_data"] or s["raw_data"]
             shards.append(str(index.parent / info["basename"]))
     tokens, docs = part_counts(out, lang)
-    cache.put("mds", lang, shards, tokens, docs)
+    cache.put(MDS_KEY, lang, shards, tokens, docs)
 
 
 def _check_settings(out: Path, cfg: PrepareConfig, tok_key: str) -> None:

@@ -23,9 +23,9 @@ import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from mmbert.data.doc_stream import DocStream
+from mmbert.data.mix.base import Source
 from mmbert.data.packing import BestFitPacker, Row, frame_documents
 from mmbert.data.sampling import TokenSampler
-from mmbert.data.sources import Source
 from mmbert.data.tokenizer import load_tokenizer, tokenize_documents
 
 

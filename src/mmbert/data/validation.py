@@ -12,8 +12,8 @@ from transformers import PreTrainedTokenizerFast
 
 from mmbert.data.batch import assemble
 from mmbert.data.masking import Masker
+from mmbert.data.mix.base import Doc
 from mmbert.data.packing import BestFitPacker, frame_documents
-from mmbert.data.sources import Doc
 from mmbert.data.tokenizer import tokenize_documents
 
 
