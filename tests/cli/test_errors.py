@@ -56,3 +56,9 @@ def test_merge_and_convert_errors_are_one_line(tmp_path):
     assert f"input {missing} does not exist" in _one_line_error(merge, "merge.py")
     convert = _run("-m", "mmbert.convert", "to-hf", str(missing), str(tmp_path / "hf"), cwd=tmp_path)
     assert str(missing) in _one_line_error(convert, "python -m mmbert.convert")
+
+
+def test_merge_key_of_another_method_is_one_line(tmp_path):
+    merge = _run(str(REPO / "merge.py"), "method=linear", "models=[a,b]", "density=0.4", f"output_dir={tmp_path / 'o'}",
+                 f"hydra.run.dir={tmp_path / 'h'}", cwd=tmp_path)  # fmt: skip
+    assert "density=0.4 does not apply to method=linear" in _one_line_error(merge, "merge.py")

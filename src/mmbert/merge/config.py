@@ -1,11 +1,11 @@
-"""Merge settings as typed (keys of conf/merge.yaml) and their validation into a resolved spec.
+"""Merge settings as typed (conf/merge.yaml and its `method` group) and their validation into a resolved spec.
 
-Every check here runs before any file is read or written, so bad settings fail in milliseconds.
+The method's own settings live on its class (`methods`); this module checks the rest and how they fit the
+method. Every check here runs before any file is read or written, so bad settings fail in milliseconds.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from mmbert.errors import MergeError
-from mmbert.merge.ops import decay_from_half_life, ema_weights
+from mmbert.merge.methods import METHODS, MergeMethod
 
-__all__ = ["METHODS", "MergeConfig", "MergeSpec", "parse_dtype", "parse_size"]
+__all__ = ["MergeConfig", "MergeSpec", "parse_dtype", "parse_size", "refuse_other_methods_keys"]
 
-METHODS = ("ties", "task_arithmetic", "linear", "ema")
-_USES_BASE = ("ties", "task_arithmetic")
+_ALL_METHOD_KEYS = {"base", *(key for method in METHODS.values() for key in method.config_keys())}
 
 _DTYPES = {
     "float32": torch.float32,
@@ -73,15 +74,10 @@ def parse_size(size: int | str) -> int:
 class MergeSpec:
     """A validated merge: every default filled in, weights final (ema's computed from its decay)."""
 
-    method: str
+    method: MergeMethod
     base: Path | None
     models: tuple[Path, ...]
     weights: tuple[float, ...]
-    density: float | None
-    lam: float | None
-    normalize: bool
-    decay: float | None
-    half_life: float | None
     dtype: torch.dtype | None
     shard_size: int
     overwrite: bool
@@ -95,35 +91,66 @@ class MergeSpec:
 
     def parameters(self) -> dict[str, Any]:
         """The method's parameters as recorded in merge.json."""
-        params: dict[str, Any] = {"weights": list(self.weights)}
-        if self.method == "ties":
-            params["density"] = self.density
-        if self.method in _USES_BASE:
-            params["lambda"] = self.lam
-        if self.method == "ema":
-            params.update(decay=self.decay, half_life=self.half_life)
-        else:
-            params["normalize"] = self.normalize
-        return params
+        return self.method.parameters(self.weights)
+
+
+def _method_named(name: str) -> type[MergeMethod]:
+    if name not in METHODS:
+        raise MergeError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def _method_keys(method: type[MergeMethod]) -> tuple[str, ...]:
+    return ("base",) * method.needs_base + method.config_keys()
+
+
+def _not_for(method: type[MergeMethod], setting: str) -> MergeError:
+    keys = ", ".join(_method_keys(method))
+    return MergeError(f"{setting} does not apply to method={method.name} (its keys: {keys})")
+
+
+def refuse_other_methods_keys(overrides: Sequence[str], conf_dir: Path) -> None:
+    """Refuse a command-line `key=value` whose key belongs to another method than the chosen one.
+
+    Hydra refuses it too, as the key is not in the composed config, but in five lines that suggest `+key=`
+    and do not name the method; merge.py calls this before Hydra composes to say both in one line.
+    """
+    defaults = OmegaConf.load(conf_dir / "merge.yaml").defaults
+    choice = next(entry.method for entry in defaults if isinstance(entry, DictConfig) and "method" in entry)
+    settings = [item.partition("=") for item in overrides]
+    choice = next((value for key, _, value in reversed(settings) if key == "method"), choice)
+    if not choice.isidentifier():
+        return  # a sweep (method=ties,linear) or another Hydra expression: Hydra resolves it
+    method = _method_named(choice)
+    for key, sep, value in settings:
+        if sep and key in _ALL_METHOD_KEYS and key not in _method_keys(method):
+            raise _not_for(method, f"{key}={value}")
+
+
+def _settings(method: type[MergeMethod], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys besides the method's own, checked: unknown keys, and set keys of other methods, are errors."""
+    known = [f.name for f in fields(MergeConfig) if f.name != "method"]
+    for key, value in values.items():
+        if key in _ALL_METHOD_KEYS and key not in known:
+            if value is not None:
+                raise _not_for(method, f"{key}={value!r}")
+        elif key not in known:
+            keys = ", ".join(sorted({"method", *known, *_ALL_METHOD_KEYS}))
+            raise MergeError(f"unknown merge key {key!r}; known keys: {keys}")
+    for key in ("models", "output_dir"):
+        if values.get(key) is None:
+            raise MergeError(f"merge key {key!r} is required")
+    return {key: value for key, value in values.items() if key in known}
 
 
 @dataclass(frozen=True)
 class MergeConfig:
-    """Merge settings as given; `None` means "not set" so method-specific keys can be checked.
+    """Merge settings: the method (built and checked already) and the keys of conf/merge.yaml."""
 
-    `lambda` is a Python keyword: the field is `lam`, the config key `lambda` (`from_mapping` maps it).
-    """
-
-    method: str
+    method: MergeMethod
     models: Sequence[str | Path]
     output_dir: str | Path
-    base: str | Path | None = None
-    weights: Sequence[float] | None = None
-    density: float | None = None
-    lam: float | None = None
-    normalize: bool | None = None
-    decay: float | None = None
-    half_life: float | None = None
+    base: str | Path | None = None  # only for a method that `needs_base`
     dtype: str | None = None
     shard_size: int | str = "5GB"
     overwrite: bool = False
@@ -131,112 +158,51 @@ class MergeConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> MergeConfig:
-        """Build from config keys (as in conf/merge.yaml); unknown and missing keys are errors."""
-        known = {f.name for f in fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            field = "lam" if key == "lambda" else key
-            if field not in known or key == "lam":
-                keys = sorted(known - {"lam"} | {"lambda"})
-                raise MergeError(f"unknown merge key {key!r}; known keys: {', '.join(keys)}")
-            kwargs[field] = value
-        for key in ("method", "models", "output_dir"):
-            if kwargs.get(key) is None:
-                raise MergeError(f"merge key {key!r} is required")
-        return cls(**kwargs)
+        """Build from flat config keys as merge.py takes them, `method` a name; null means "not set".
+
+        Unknown and missing keys are errors, and so is a key of another method unless it is null.
+        """
+        name = values.get("method")
+        if name is None:
+            raise MergeError("merge key 'method' is required")
+        method = _method_named(name)
+        own_keys = method.config_keys()
+        rest = _settings(method, {k: v for k, v in values.items() if k not in (*own_keys, "method")})
+        own = {key: value for key, value in values.items() if key in own_keys and value is not None}
+        return cls(method=method.from_keys(own), **rest)
+
+    @classmethod
+    def from_composed(cls, cfg: DictConfig) -> MergeConfig:
+        """Build from merge.py's composed config: the `method` node's `_target_` builds the method from its
+        top-level keys (conf/method/<name>.yaml); the other top-level keys are this class's."""
+        values = OmegaConf.to_container(cfg, resolve=True)
+        assert isinstance(values, dict)
+        method: MergeMethod = instantiate(cfg.method)
+        rest = {k: v for k, v in values.items() if k not in (*method.config_keys(), "method")}
+        return cls(method=method, **_settings(type(method), rest))
 
     def resolve(self) -> MergeSpec:
-        """Check every setting and fill in per-method defaults; raises MergeError naming the key."""
-        method = self.method
-        if method not in METHODS:
-            raise MergeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        """Check every setting against the others and fill in defaults; raises MergeError naming the key."""
+        method = type(self.method)
         if isinstance(self.models, str | Path) or not self.models:
             raise MergeError("models must be a non-empty list of checkpoint paths")
         models = tuple(Path(m) for m in self.models)
-
-        def refuse(key: str, value: object, reason: str) -> None:
-            if value is not None:
-                raise MergeError(f"{key}={value!r} does not apply to method={method}: {reason}")
-
-        if method in _USES_BASE:
-            if self.base is None:
-                raise MergeError(f"method={method} needs base (the checkpoint task vectors start from)")
-        else:
-            refuse("base", self.base, "it averages the models themselves")
-        if method != "ties":
-            refuse("density", self.density, "only ties trims task vectors")
-        if method not in _USES_BASE:
-            refuse("lambda", self.lam, "it has no task vectors to scale")
-        if method == "ema":
-            refuse("weights", self.weights, "ema weights come from decay or half_life")
-            refuse("normalize", self.normalize, "ema weights always sum to 1")
-        else:
-            refuse("decay", self.decay, "only ema decays")
-            refuse("half_life", self.half_life, "only ema decays")
-
-        weights = self._weights(len(models))
-        density = None
-        if method == "ties":
-            density = 1.0 if self.density is None else float(self.density)
-            if not 0.0 < density <= 1.0:
-                raise MergeError(f"density must be in (0, 1], got {self.density}")
-        lam = None
-        if method in _USES_BASE:
-            lam = 1.0 if self.lam is None else float(self.lam)
-            if not math.isfinite(lam):
-                raise MergeError(f"lambda must be a finite number, got {self.lam}")
-        normalize = True if self.normalize is None else self.normalize
-        if not isinstance(normalize, bool):
-            raise MergeError(f"normalize must be true or false, got {self.normalize!r}")
-        if method == "linear" and normalize and sum(weights) == 0:
-            raise MergeError(f"weights {list(weights)} sum to 0: a normalized linear merge is undefined")
-        decay = None
-        if method == "ema":
-            decay = self._decay()
-            weights = tuple(ema_weights(len(models), decay))
-
+        if method.needs_base and self.base is None:
+            raise MergeError(f"method={method.name} needs base (the checkpoint task vectors start from)")
+        if not method.needs_base and self.base is not None:
+            raise _not_for(method, f"base={self.base!r}")
         if not isinstance(self.chunk_elements, int) or self.chunk_elements < 1:
             raise MergeError(f"chunk_elements must be a positive integer, got {self.chunk_elements!r}")
         if not isinstance(self.overwrite, bool):
             raise MergeError(f"overwrite must be true or false, got {self.overwrite!r}")
         return MergeSpec(
-            method=method,
+            method=self.method,
             base=Path(self.base) if self.base is not None else None,
             models=models,
-            weights=weights,
-            density=density,
-            lam=lam,
-            normalize=normalize,
-            decay=decay,
-            half_life=self.half_life,
+            weights=self.method.weights_for(len(models)),
             dtype=parse_dtype(self.dtype),
             shard_size=parse_size(self.shard_size),
             overwrite=self.overwrite,
             output_dir=Path(self.output_dir),
             chunk_elements=self.chunk_elements,
         )
-
-    def _weights(self, n_models: int) -> tuple[float, ...]:
-        if self.weights is None:
-            return (1.0,) * n_models
-        if isinstance(self.weights, str | int | float):
-            raise MergeError(f"weights must be a list with one number per model, got {self.weights!r}")
-        weights = tuple(float(w) for w in self.weights)
-        if len(weights) != n_models:
-            raise MergeError(f"weights has {len(weights)} entries but models has {n_models}")
-        if not all(math.isfinite(w) for w in weights):
-            raise MergeError(f"weights must be finite numbers, got {list(weights)}")
-        return weights
-
-    def _decay(self) -> float:
-        if (self.decay is None) == (self.half_life is None):
-            raise MergeError("method=ema needs exactly one of decay (in [0, 1)) or half_life (checkpoints)")
-        if self.half_life is not None:
-            try:
-                return decay_from_half_life(float(self.half_life))
-            except ValueError as err:
-                raise MergeError(f"half_life: {err}") from None
-        decay = float(self.decay)  # type: ignore[arg-type]
-        if not 0.0 <= decay < 1.0:
-            raise MergeError(f"decay must be in [0, 1), got {self.decay}")
-        return decay

@@ -1,8 +1,8 @@
 """The merge driver: checks inputs against each other, then streams the merge tensor by tensor.
 
 Large tensors are read, merged and written in row chunks of `chunk_elements` entries per input, so peak
-memory is a few chunks per input whatever the model size; TIES first finds each task vector's
-magnitude threshold in two streamed passes (see `ops.MagnitudeSelect`).
+memory is a few chunks per input whatever the model size; the method (`methods`) merges each tensor from
+those chunks (TIES first finds each task vector's magnitude threshold in two streamed passes).
 """
 
 from __future__ import annotations
@@ -33,14 +33,6 @@ from mmbert.merge.io import (
     open_checkpoint,
     sha256_file,
     staged_directory,
-)
-from mmbert.merge.ops import (
-    MagnitudeSelect,
-    MagnitudeTrim,
-    keep_count,
-    linear_combine,
-    task_arithmetic_combine,
-    ties_combine,
 )
 
 __all__ = ["run_merge"]
@@ -78,7 +70,7 @@ def run_merge(config: MergeConfig | Mapping[str, Any]) -> Path:
     finally:
         for reader in readers:
             reader.close()
-    log.info("merged %d checkpoints (%s) into %s", len(spec.models), spec.method, spec.output_dir)
+    log.info("merged %d checkpoints (%s) into %s", len(spec.models), spec.method.name, spec.output_dir)
     return spec.output_dir
 
 
@@ -146,18 +138,31 @@ def row_chunks(shape: tuple[int, ...], chunk_elements: int) -> list[Rows]:
 
 
 class _TensorInputs:
-    """Chunks of one tensor from every input, checked for NaN/inf; cached when a single chunk covers it.
+    """One tensor of every input (the `methods.TensorChunks` a method merges), checked for NaN/inf; cached
+    when a single chunk covers it.
 
     TIES reads each chunk three times (two threshold passes and the merge); a tensor that fits in one
     chunk is read once instead.
     """
 
-    def __init__(self, readers: Sequence[CheckpointReader], name: str, cache: bool) -> None:
+    def __init__(
+        self, readers: Sequence[CheckpointReader], name: str, info: TensorInfo, spec: MergeSpec
+    ) -> None:
         self.readers = readers
         self.name = name
-        self._cache: dict[int, Tensor] | None = {} if cache else None
+        self.rows = row_chunks(info.shape, spec.chunk_elements)
+        self.numel = info.numel
+        self.n_models = len(spec.models)
+        self._first_model = len(readers) - self.n_models  # the base, if any, is reader 0
+        self._cache: dict[int, Tensor] | None = {} if len(self.rows) == 1 else None
 
-    def __call__(self, index: int, rows: Rows) -> Tensor:
+    def base(self, rows: Rows) -> Tensor:
+        return self._read(0, rows)
+
+    def model(self, index: int, rows: Rows) -> Tensor:
+        return self._read(self._first_model + index, rows)
+
+    def _read(self, index: int, rows: Rows) -> Tensor:
         if self._cache is not None and index in self._cache:
             return self._cache[index]
         reader = self.readers[index]
@@ -172,35 +177,8 @@ class _TensorInputs:
 def _merge_float(
     name: str, info: TensorInfo, readers: Sequence[CheckpointReader], spec: MergeSpec, write: Callable
 ) -> None:
-    chunks = row_chunks(info.shape, spec.chunk_elements)
-    read = _TensorInputs(readers, name, cache=len(chunks) == 1)
     weights = torch.tensor(spec.weights, dtype=torch.float32)
-    n_models = len(spec.models)
-    model_ids = range(len(readers) - n_models, len(readers))  # the base, if any, is reader 0
-
-    trims: list[Callable[[Tensor], Tensor]] = [lambda t: t] * n_models
-    if spec.method == "ties":
-        k = keep_count(info.numel, spec.density)  # type: ignore[arg-type]
-        if k < info.numel:
-            selects = [MagnitudeSelect(k) for _ in model_ids]
-            for _ in range(MagnitudeSelect.passes):
-                for rows in chunks:
-                    base = read(0, rows)
-                    for select, i in zip(selects, model_ids, strict=True):
-                        select.update(read(i, rows) - base)
-                for select in selects:
-                    select.end_pass()
-            trims = [MagnitudeTrim(select.threshold) for select in selects]
-
-    for rows in chunks:
-        if spec.method in ("ties", "task_arithmetic"):
-            base = read(0, rows)
-            pairs = zip(trims, model_ids, strict=True)
-            deltas = torch.stack([trim(read(i, rows) - base) for trim, i in pairs])
-            combine = ties_combine if spec.method == "ties" else task_arithmetic_combine
-            merged = base + spec.lam * combine(deltas, weights, spec.normalize)  # type: ignore[operator]
-        else:
-            merged = linear_combine(torch.stack([read(i, rows) for i in model_ids]), weights, spec.normalize)
+    for merged in spec.method.combine(_TensorInputs(readers, name, info, spec), weights):
         write(name, merged.to(info.dtype))
 
 
@@ -218,7 +196,7 @@ def _write_weights(
 ) -> list[str]:
     writer = SafetensorsShardWriter(folder, plan, spec.shard_size)
     try:
-        for name, info in tqdm(plan, desc=f"merge ({spec.method})", unit="tensor"):
+        for name, info in tqdm(plan, desc=f"merge ({spec.method.name})", unit="tensor"):
             if info.dtype.is_floating_point:
                 _merge_float(name, info, readers, spec, writer.write)
             else:
@@ -268,7 +246,7 @@ def _write_record(
         for reader, digest in zip(readers, hashes, strict=True)
     ]
     record = {
-        "method": spec.method,
+        "method": spec.method.name,
         "parameters": spec.parameters(),
         "dtype": str(spec.dtype).removeprefix("torch.") if spec.dtype is not None else None,
         "base": entries[0] if spec.base is not None else None,
