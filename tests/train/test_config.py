@@ -13,8 +13,11 @@ from omegaconf import OmegaConf, open_dict
 from mmbert.errors import ConfigError
 from mmbert.train.config import validate
 
-# conf/task belongs to evaluate.py (conf/eval.yaml); test_downstream composes every task.
-GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "task"})
+# conf/task belongs to evaluate.py (conf/eval.yaml; test_downstream composes every task) and conf/method to
+# merge.py (conf/merge.yaml; tests/merge/test_methods.py composes every method).
+GROUPS = sorted(
+    p.name for p in CONF.iterdir() if p.is_dir() and p.name not in {"hydra", "local", "task", "method"}
+)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 GPU_TRAINERS = {"gpu", "ddp", "fsdp"}
 
