@@ -1,4 +1,4 @@
-"""`python -m mmbert.data.plan`: the mixture plan of a train config, offline."""
+"""`mmbert-plan`: the mixture plan of a train config, offline."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from helpers import REPO
 
 import mmbert.data.counts as counts_module
 import mmbert.data.mixspec as mix_module
+from mmbert.cli.plan import compose_train, main
 from mmbert.data import SampleMix
-from mmbert.data.plan import compose_train, main, plan
+from mmbert.data.plan import plan
 
 ENTRY_KEYS = {"weight", "tokens", "budget_tokens", "passes"}
 

@@ -1,12 +1,9 @@
-"""Mixture plan, offline: what each language of a phase gets, before any data is read.
+"""Mixture plan, offline: what each language of a phase gets, before any data is read (the command line is
+:mod:`mmbert.cli.plan`).
 
-    python -m mmbert.data.plan phase=decay data_mix=decay-all model=base [token_scale=0.01]
-        [top=20] [max_passes=4] [out=plan.json]
-
-Takes train.py's ``key=value`` overrides, composes ``conf/train.yaml`` of the repository root
-(:func:`mmbert.data.paths.repo_root`) with Hydra's compose API and instantiates only ``data_mix``: no
-datamodule, model or tokenizer, no hub access, no data read. Prints one line per language, largest share
-first (``top`` lines, then a summary line):
+From a composed train config it instantiates only ``data_mix``: no datamodule, model or tokenizer, no hub
+access, no data read. The plan is one line per language, largest share first (``top`` lines, then a summary
+line):
 
 - ``share``: the target token share at ``phase.tau`` (:meth:`mmbert.data.MixSpec.target_weights`: the release's
   own shares for the released mixtures, ``n^tau`` of the counted tokens for folder and sample mixes);
@@ -17,7 +14,8 @@ first (``top`` lines, then a summary line):
   data stops being almost as good as fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language
   Models").
 
-``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mixspec.mixture_report`).
+The plan itself is in the ``mixture.json`` schema (:func:`mmbert.data.mixspec.mixture_report`), which the
+command's ``out=FILE`` writes.
 
 Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
 ``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
@@ -27,83 +25,23 @@ otherwise the plan refuses, naming the setting. A training run measures and cach
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-import mmbert.train.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
-from mmbert.cli import user_errors
 from mmbert.data.mixspec import FolderMix, MdsMix, MixSpec, mixture_report
-from mmbert.data.paths import repo_root
 from mmbert.data.sampling import check_tau
 from mmbert.errors import DataError
 
-DEFAULT_TOP = 20
-DEFAULT_MAX_PASSES = 4.0
-USAGE = (
-    "usage: python -m mmbert.data.plan [train.py overrides: phase=... data_mix=... model=... token_scale=...] "
-    "[top=N] [max_passes=X] [out=FILE]"
-)
 
-
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """Hydra's multi-line messages on one line, without the config search path and links to its docs."""
     text = str(e).split("Config search path:")[0]
     return " ".join(w for line in text.splitlines() if not line.startswith("See http") for w in line.split())
-
-
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``({top, max_passes, out}, Hydra overrides)``; each override is parsed so a bad one is named."""
-    options: dict[str, Any] = {"top": DEFAULT_TOP, "max_passes": DEFAULT_MAX_PASSES, "out": None}
-    overrides: list[str] = []
-    parser = OverridesParser.create()
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in options:
-            options[key] = _option(key, value)
-            continue
-        try:
-            parser.parse_overrides([arg])
-        except HydraException as e:
-            raise DataError(f"override {arg!r}: {_one_line(e)}") from e
-        overrides.append(arg)
-    return options, overrides
-
-
-def _option(key: str, value: str) -> Any:
-    if key == "out":
-        return Path(value)
-    try:
-        number = int(value) if key == "top" else float(value)
-    except ValueError as e:
-        kind = "an integer" if key == "top" else "a number"
-        raise DataError(f"{key} must be {kind}, got {value!r}") from e
-    if number < 0:
-        raise DataError(f"{key} must be >= 0, got {value!r}")
-    return number
-
-
-def compose_train(overrides: Sequence[str]) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, as train.py composes it (Hydra's run-time values left out)."""
-    conf = repo_root() / "conf"
-    if not (conf / "train.yaml").is_file():
-        raise DataError(f"{conf / 'train.yaml'} not found: run from a checkout, or set MMBERT_ROOT")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-    except HydraException as e:
-        raise DataError(_one_line(e)) from e
 
 
 def _instantiate_mix(cfg: DictConfig) -> MixSpec:
@@ -112,7 +50,7 @@ def _instantiate_mix(cfg: DictConfig) -> MixSpec:
     except InstantiationException as e:
         if isinstance(e.__cause__, DataError):
             raise e.__cause__ from None
-        raise DataError(f"data_mix: {_one_line(e)}") from e
+        raise DataError(f"data_mix: {one_line(e)}") from e
     if not isinstance(mix, MixSpec):
         raise DataError(f"data_mix is not a mix spec: {type(mix).__name__}")
     return mix
@@ -132,7 +70,7 @@ def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
     try:
         tau, budget = cfg.phase.tau, cfg.lr_schedule.total_tokens
     except OmegaConfBaseException as e:
-        raise DataError(_one_line(e)) from e
+        raise DataError(one_line(e)) from e
     try:
         check_tau(tau)
     except DataError as e:
@@ -189,7 +127,7 @@ def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: fl
     return "\n".join(lines)
 
 
-def _header(cfg: DictConfig, mix: MixSpec) -> str:
+def plan_header(cfg: DictConfig, mix: MixSpec) -> str:
     counts = mix.counts
     if counts == "released":
         tau = mix.released_tau
@@ -198,23 +136,3 @@ def _header(cfg: DictConfig, mix: MixSpec) -> str:
         f"mixture plan: {type(mix).__name__} {mix.name!r}, counts {counts}; phase {cfg.phase.name}, "
         f"tau {cfg.phase.tau}, budget {_human(cfg.lr_schedule.total_tokens)} tokens (lr_schedule.total_tokens)"
     )
-
-
-def main(argv: Sequence[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__ + "\n" + USAGE)
-        return 0
-    with user_errors("plan"):
-        options, overrides = parse_args(argv)
-        cfg = compose_train(overrides)
-        mix, report = plan(cfg)
-    print(format_plan(report, _header(cfg, mix), options["top"], options["max_passes"]))
-    if options["out"] is not None:
-        out: Path = options["out"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

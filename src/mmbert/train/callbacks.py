@@ -223,7 +223,7 @@ class HFExportCallback(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:
             return
-        from mmbert.hf import save_hf_folder
+        from mmbert.checkpoint.hf import save_hf_folder
 
         save_hf_folder(pl_module.net, self.output_dir, tokenizer=pl_module.hparams.tokenizer)
         log.info("Hugging Face export written to %s", self.output_dir)
