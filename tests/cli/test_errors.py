@@ -10,6 +10,9 @@ import sys
 import pytest
 from helpers import REPO
 
+from mmbert.cli.errors import find_user_error
+from mmbert.errors import CheckpointError, ConfigError, DataError, MergeError, NonFiniteLossError
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
 
@@ -56,3 +59,12 @@ def test_merge_and_convert_errors_are_one_line(tmp_path):
     assert f"input {missing} does not exist" in _one_line_error(merge, "merge.py")
     convert = _run("-m", "mmbert.cli.convert", "to-hf", str(missing), str(tmp_path / "hf"), cwd=tmp_path)
     assert str(missing) in _one_line_error(convert, "mmbert-convert")
+
+
+@pytest.mark.parametrize("kind", [ConfigError, DataError, CheckpointError, MergeError])
+def test_each_user_error_is_found_behind_a_wrapper(kind):
+    cause = kind("bad value")
+    wrapped = RuntimeError("instantiate failed")
+    wrapped.__cause__ = cause
+    assert find_user_error(wrapped) is cause
+    assert find_user_error(NonFiniteLossError("loss is nan")) is None  # a failure of the run, not a setting
