@@ -1,33 +1,11 @@
-"""Downstream evaluation of a checkpoint (settings: conf/eval.yaml, tasks: conf/task/).
+"""Downstream evaluation of a checkpoint (settings: conf/eval.yaml, tasks: conf/task/; the app is
+:mod:`mmbert.cli.evaluate`).
 
 python evaluate.py task=classify model.path=CKPT task.train_file=F task.test_file=F
 python evaluate.py task=retrieve model.path=CKPT task.test_file=F
 """
 
-from __future__ import annotations
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-
-from mmbert.cli import user_errors
-from mmbert.downstream import evaluate
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    with user_errors("evaluate.py"):
-        task = instantiate(OmegaConf.to_container(cfg.task, resolve=True), _convert_="all")
-        evaluate(
-            task,
-            cfg.model.path,
-            tokenizer=cfg.model.tokenizer,
-            seed=int(cfg.seed),
-            device=str(cfg.device),
-            out_dir=HydraConfig.get().runtime.output_dir,
-        )
-
+from mmbert.cli.evaluate import main
 
 if __name__ == "__main__":
     main()

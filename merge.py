@@ -1,28 +1,9 @@
-"""Merge checkpoints into a Hugging Face folder (settings: conf/merge.yaml, the method's in conf/method/).
+"""Merge checkpoints into a Hugging Face folder (settings: conf/merge.yaml; the app is :mod:`mmbert.cli.merge`).
 
 python merge.py method=ties base=PATH "models=[P1,P2,P3]" density=0.4 output_dir=OUT
 """
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-import hydra
-from omegaconf import DictConfig
-
-from mmbert.cli import user_errors
-from mmbert.merge import MergeConfig, refuse_other_methods_keys, run_merge
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="merge")
-def main(cfg: DictConfig) -> None:
-    # A bad setting or input is the user's to fix: one clear line, not a traceback.
-    with user_errors("merge.py"):
-        run_merge(MergeConfig.from_composed(cfg))
-
+from mmbert.cli.merge import main
 
 if __name__ == "__main__":
-    with user_errors("merge.py"):
-        refuse_other_methods_keys(sys.argv[1:], Path(__file__).parent / "conf")
     main()

@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from mmbert.analysis.corpus import language_script
+from mmbert.checkpoint.hf_config import hf_config_dict
+from mmbert.data.langcodes import language_script
 from mmbert.downstream.heads import EncoderWithHead
 from mmbert.downstream.packing import pack
 from mmbert.downstream.tasks.encoding import encode_texts
 from mmbert.downstream.toy import corpus_sentences
-from mmbert.hf import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from mmbert.hf import hf_config_dict
+from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 SIDES = ("mmbert", "transformers")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from mmbert.hf import hf_config_dict
+from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.throughput import device_peak_flops, flops_per_token
 

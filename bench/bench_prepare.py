@@ -1,4 +1,4 @@
-"""``python -m mmbert.data.prepare`` throughput against the raw tokenizer on every core.
+"""``mmbert-prepare`` throughput against the raw tokenizer on every core.
 
 The corpus: the sample's documents joined ``--join`` at a time (web-like lengths, ~1k tokens), repeated to
 ``--mb`` MB of JSON lines in ``--files`` files, each line's text made unique. The reference is one core's
@@ -27,8 +27,9 @@ from pathlib import Path
 os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core: the reference is per core
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from mmbert.cli.prepare import parse_args
 from mmbert.data import SampleMix
-from mmbert.data.prepare import parse_args, prepare
+from mmbert.data.prepare import prepare
 from mmbert.data.tokenizer import load_tokenizer
 
 

@@ -30,8 +30,8 @@ from mmbert.analysis import (
     summarise,
 )
 from mmbert.analysis.synthetic import tiny_model, train_tokenizer, write_corpus, write_synthetic_recipe
+from mmbert.checkpoint.hf import save_hf_folder
 from mmbert.data.masking import IGNORE_INDEX
-from mmbert.hf import save_hf_folder
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ from helpers import REPO
 
 from mmbert.checkpoint import Format, load_model, open_reader
 from mmbert.checkpoint.flexbert import config_from_flexbert, project_name
-from mmbert.convert import main as convert
+from mmbert.checkpoint.hf import load_hf_folder, save_hf_folder
+from mmbert.cli.convert import main as convert
 from mmbert.errors import CheckpointError, MergeError, UnsafeCheckpointError
-from mmbert.hf import load_hf_folder, save_hf_folder
 from mmbert.merge import run_merge
 from mmbert.model import MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights

@@ -1,4 +1,4 @@
-"""`python -m mmbert.convert`: Lightning checkpoint <-> Hugging Face folder, exact in both directions."""
+"""`mmbert-convert`: Lightning checkpoint <-> Hugging Face folder, exact in both directions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import REPO
 
-from mmbert.convert import main
+from mmbert.cli.convert import main
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 

@@ -14,7 +14,8 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
 
-from mmbert.hf import config_from_hf_dict, from_hf, hf_config_dict, load_hf_folder, save_hf_folder, to_hf
+from mmbert.checkpoint.hf import from_hf, load_hf_folder, save_hf_folder, to_hf
+from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # ids 0..4 as in mmBERT's config
@@ -27,7 +28,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def hf_modernbert(seed: int = 0, **overrides: object) -> ModernBertForMaskedLM:
-    """transformers' model with mmBERT's options, configured independently of mmbert.hf."""
+    """transformers' model with mmBERT's options, configured independently of mmbert.checkpoint.hf_config."""
     fields: dict[str, object] = dict(
         vocab_size=300,
         hidden_size=32,

@@ -1,4 +1,4 @@
-"""Errors a person reads: a bad key or file makes train.py, merge.py and `python -m mmbert.convert` print one
+"""Errors a person reads: a bad key or file makes train.py, merge.py and `mmbert-convert` print one
 line naming it and exit with status 2; HYDRA_FULL_ERROR=1 shows the traceback instead."""
 
 from __future__ import annotations
@@ -9,6 +9,9 @@ import sys
 
 import pytest
 from helpers import REPO
+
+from mmbert.cli.errors import find_user_error
+from mmbert.errors import CheckpointError, ConfigError, DataError, MergeError, NonFiniteLossError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
 
@@ -54,8 +57,17 @@ def test_merge_and_convert_errors_are_one_line(tmp_path):
     merge = _run(str(REPO / "merge.py"), f"models=[{missing}]", "method=linear", f"output_dir={tmp_path / 'o'}",
                  f"hydra.run.dir={tmp_path / 'h'}", cwd=tmp_path)  # fmt: skip
     assert f"input {missing} does not exist" in _one_line_error(merge, "merge.py")
-    convert = _run("-m", "mmbert.convert", "to-hf", str(missing), str(tmp_path / "hf"), cwd=tmp_path)
-    assert str(missing) in _one_line_error(convert, "python -m mmbert.convert")
+    convert = _run("-m", "mmbert.cli.convert", "to-hf", str(missing), str(tmp_path / "hf"), cwd=tmp_path)
+    assert str(missing) in _one_line_error(convert, "mmbert-convert")
+
+
+@pytest.mark.parametrize("kind", [ConfigError, DataError, CheckpointError, MergeError])
+def test_each_user_error_is_found_behind_a_wrapper(kind):
+    cause = kind("bad value")
+    wrapped = RuntimeError("instantiate failed")
+    wrapped.__cause__ = cause
+    assert find_user_error(wrapped) is cause
+    assert find_user_error(NonFiniteLossError("loss is nan")) is None  # a failure of the run, not a setting
 
 
 def test_merge_key_of_another_method_is_one_line(tmp_path):

@@ -1,4 +1,4 @@
-"""`python -m mmbert.data.plan`: the mixture plan of a train config, offline."""
+"""`mmbert-plan`: the mixture plan of a train config, offline."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from helpers import REPO
 import mmbert.data.counts as counts_module
 import mmbert.data.mix.folder as folder_module
 import mmbert.data.mix.mds as mds_module
+from mmbert.cli.plan import compose_train, main, plan_of
 from mmbert.data import SampleMix
-from mmbert.data.plan import compose_train, main, plan
 
 ENTRY_KEYS = {"weight", "tokens", "budget_tokens", "passes"}
 
@@ -61,7 +61,7 @@ def test_decay_all_plan_gives_the_release_and_writes_json(
 
 
 def test_sample_plan_gives_passes_and_flags(capsys: pytest.CaptureFixture, offline: None) -> None:
-    _, report = plan(compose_train(["data_mix=sample", "phase=midtrain"]))
+    _, report = plan_of(compose_train(["data_mix=sample", "phase=midtrain"]))
     sample = SampleMix(subset="midtrain")
     available = sample.meaning.data_tokens(sample.known_counts())
     langs = report["languages"]
@@ -77,8 +77,8 @@ def test_sample_plan_gives_passes_and_flags(capsys: pytest.CaptureFixture, offli
 
 
 def test_tau_override_retempers_a_released_mix(offline: None) -> None:
-    _, release = plan(compose_train(["data_mix=pretrain", "model=base"]))
-    _, ablation = plan(compose_train(["data_mix=pretrain", "model=base", "phase.tau=0.5"]))
+    _, release = plan_of(compose_train(["data_mix=pretrain", "model=base"]))
+    _, ablation = plan_of(compose_train(["data_mix=pretrain", "model=base", "phase.tau=0.5"]))
     assert ablation["tau"] == 0.5 and ablation["released_tau"] == 0.7
     before, after = release["languages"], ablation["languages"]
     assert after["eng"]["weight"] == before["eng"]["weight"]

@@ -1,4 +1,4 @@
-"""``python -m mmbert.data.prepare``: raw text -> MDS shards that the project (and the format) read back."""
+"""``mmbert-prepare``: raw text -> MDS shards that the project (and the format) read back."""
 
 from __future__ import annotations
 
@@ -20,10 +20,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from helpers import REPO
 
+from mmbert.cli.prepare import main, parse_args
 from mmbert.data import FolderMix, MdsMix, MLMDataModule, SampleMix
 from mmbert.data.counts import CACHE_NAME, measure_tokens
 from mmbert.data.mds import ShardReader, find_shards, read_column
-from mmbert.data.prepare import PrepareConfig, main, parse_args, prepare
+from mmbert.data.prepare import PrepareConfig, prepare
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.errors import DataError
 
@@ -220,7 +221,7 @@ def write_many_files(root: Path, n_files: int) -> list[str]:
 def test_sigkill_and_restart_keeps_every_document_exactly_once(tmp_path: Path, tok) -> None:
     usable = write_many_files(tmp_path / "src", 24)
     out = tmp_path / "mds"
-    cmd = [sys.executable, "-m", "mmbert.data.prepare", f"source={tmp_path / 'src'}", f"out={out}",
+    cmd = [sys.executable, "-m", "mmbert.cli.prepare", f"source={tmp_path / 'src'}", f"out={out}",
            "tokenizer=data/tokenizer", "workers=2", "batch=64", "size_limit=65536"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,

@@ -17,7 +17,8 @@ from helpers import (
     tiny_config,
 )
 
-from mmbert.convert import hf_to_checkpoint
+from mmbert.checkpoint.convert import hf_to_checkpoint
+from mmbert.checkpoint.hf import save_hf_folder
 from mmbert.downstream import (
     ClassifyTask,
     QaTask,
@@ -47,7 +48,6 @@ from mmbert.downstream.toy import (
     write_splits,
 )
 from mmbert.errors import ConfigError, DataError
-from mmbert.hf import save_hf_folder
 from mmbert.model import MmBertForMaskedLM
 
 CORPUS = REPO / "data" / "sample"

@@ -262,8 +262,8 @@ def test_starting_weights_with_another_tokenizer_are_refused(compose_fast, tmp_p
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    from mmbert.checkpoint.hf import save_hf_folder
     from mmbert.errors import ConfigError
-    from mmbert.hf import save_hf_folder
     from mmbert.model import MmBertForMaskedLM
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]

@@ -1,13 +1,12 @@
-"""Analyses of a recipe's runs and checkpoints, shared by the notebooks in ``notebooks/``."""
+"""Analyses of a recipe's runs and checkpoints, shared by the notebooks in ``notebooks/``.
 
-from mmbert.analysis.corpus import (
-    language_script,
-    languages_with_test_split,
-    matching_languages,
-    one_per_script,
-    read_parallel,
-    read_test_texts,
-)
+The plotting functions are imported on first use, so that the analyses that draw nothing run without
+matplotlib (an extra: ``pip install -e .[notebooks]``).
+"""
+
+from typing import Any
+
+from mmbert.analysis.corpus import matching_languages, one_per_script
 from mmbert.analysis.discovery import find_checkpoints, find_runs, order_key, parent_of, phase_of
 from mmbert.analysis.embeddings import (
     CrossLingual,
@@ -41,7 +40,19 @@ from mmbert.analysis.metrics import (
 )
 from mmbert.analysis.mixture import added_languages, mixture_shares, read_mixture, share_matrix
 from mmbert.analysis.models import iter_checkpoints, load_checkpoint
-from mmbert.analysis.plotting import mark_phases, plot_curves, plot_heatmap, plot_shares, run_colors
+from mmbert.data.eval_texts import languages_with_test_split, read_parallel, read_test_texts
+from mmbert.data.langcodes import language_script
+
+_PLOTTING = frozenset({"mark_phases", "plot_curves", "plot_heatmap", "plot_shares", "run_colors"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOTTING:
+        from mmbert.analysis import plotting
+
+        return getattr(plotting, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "EVAL_MASK_RATIO",

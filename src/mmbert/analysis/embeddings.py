@@ -13,7 +13,8 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.models import batches_by_length, encode_framed, iter_checkpoints, padded_batch
+from mmbert.analysis.models import batches_by_length, iter_checkpoints, padded_batch
+from mmbert.data.tokenizer import encode_framed
 from mmbert.model import MmBertForMaskedLM
 
 
@@ -46,7 +47,7 @@ def embed_parallel(
     max_len: int = 256,
 ) -> dict[str, pd.DataFrame]:
     """``{language: DataFrame}`` of the embeddings of every sentence of ``parallel`` (see
-    :func:`mmbert.analysis.corpus.read_parallel`), indexed by sentence id."""
+    :func:`mmbert.data.eval_texts.read_parallel`), indexed by sentence id."""
     embedded = {}
     for lang in parallel.columns:
         texts = parallel[lang].dropna()

@@ -21,13 +21,13 @@ from transformers import PreTrainedTokenizerBase
 
 from mmbert.analysis.models import (
     batches_by_length,
-    encode_framed,
     iter_checkpoints,
     mlm_logits,
     padded_batch,
     same_vocabulary,
 )
 from mmbert.data.masking import IGNORE_INDEX, Masker, special_ids_table
+from mmbert.data.tokenizer import encode_framed
 from mmbert.model import MmBertForMaskedLM
 
 EVAL_MASK_RATIO = 0.15

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.corpus import language_script
-from mmbert.analysis.models import frame, iter_checkpoints, mlm_logits, padded_batch
+from mmbert.analysis.models import iter_checkpoints, mlm_logits, padded_batch
+from mmbert.data.langcodes import language_script
+from mmbert.data.tokenizer import frame
 from mmbert.model import MmBertForMaskedLM
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？।؟۔።፧])\s*|\n+")

@@ -1,7 +1,7 @@
 """Loading checkpoints one at a time, and the batching every analysis shares.
 
-Inputs are framed like the training data (``<bos> text <eos>``) from the tokenizer's body tokens, so that
-evaluation does not depend on whether a tokenizer's post-processor adds special tokens.
+Inputs are framed like the training data (:func:`mmbert.data.tokenizer.encode_framed`), so that evaluation
+does not depend on whether a tokenizer's post-processor adds special tokens.
 """
 
 from __future__ import annotations
@@ -45,19 +45,6 @@ def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> b
     return a is b or (
         len(a) == len(b) and a.mask_token_id == b.mask_token_id and a.get_vocab() == b.get_vocab()
     )
-
-
-def frame(tokenizer: PreTrainedTokenizerBase, body: Sequence[int], max_len: int) -> Tensor:
-    """``<bos> body <eos>`` as int64, the body cut to fit ``max_len`` tokens in all."""
-    if max_len < 3:
-        raise ValueError(f"max_len must be >= 3 (bos, one token, eos), got {max_len}")
-    ids = [tokenizer.bos_token_id, *body[: max_len - 2], tokenizer.eos_token_id]
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def encode_framed(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_len: int) -> list[Tensor]:
-    bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [frame(tokenizer, body, max_len) for body in bodies]
 
 
 def pad(seqs: Sequence[Tensor], value: int) -> Tensor:

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from mmbert.analysis.discovery import parent_of
-from mmbert.hf import save_hf_folder
+from mmbert.checkpoint.hf import save_hf_folder
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 # The same 12 concepts in each language (water, house, sun, tree, dog, book, city, river, bread, moon, child,

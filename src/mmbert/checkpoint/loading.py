@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from mmbert.checkpoint.formats import CONFIG_FILE, EMBEDDING_KEY, TIED_KEY, find_tokenizer_files, is_hub_name
+from mmbert.checkpoint.hf_config import config_from_hf_dict
+from mmbert.checkpoint.hub import resolve_folder
 from mmbert.checkpoint.readers import CheckpointReader, open_reader
 from mmbert.errors import CheckpointError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
@@ -67,8 +69,6 @@ def load_weights_strict(net: nn.Module, state: Mapping[str, Tensor], source: str
 def local_path(path_or_hub_name: str | Path, revision: str | None = None) -> Path:
     """A local checkpoint path: the path itself, or a hub name's snapshot in the HF cache."""
     if is_hub_name(path_or_hub_name):
-        from mmbert.hf import resolve_folder
-
         return resolve_folder(path_or_hub_name, revision)
     return Path(path_or_hub_name).expanduser()
 
@@ -78,8 +78,6 @@ def resolve_config(config: MmBertConfig | Mapping | str | Path) -> MmBertConfig:
     config.json, an HF folder or a hub name (e.g. ``jhu-clsp/mmBERT-base``)."""
     if isinstance(config, MmBertConfig | Mapping):
         return MmBertConfig.coerce(config)
-    from mmbert.hf import config_from_hf_dict
-
     path = local_path(config)
     file = path / CONFIG_FILE if path.is_dir() else path
     if not file.is_file():

@@ -35,6 +35,7 @@ from mmbert.checkpoint.formats import (
     format_of_content,
     format_of_path,
 )
+from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
 from mmbert.checkpoint.safe_load import ALLOWED, safe_torch_load
 from mmbert.errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
 from mmbert.model import MmBertConfig
@@ -88,8 +89,6 @@ class CheckpointReader:
 
     @property
     def config(self) -> dict[str, Any] | None:
-        from mmbert.hf import hf_config_dict
-
         return None if self.model_config is None else hf_config_dict(self.model_config)
 
     def require_config(self) -> MmBertConfig:
@@ -171,8 +170,6 @@ class HfFolderReader(CheckpointReader):
 
     @property
     def model_config(self) -> MmBertConfig:  # type: ignore[override]
-        from mmbert.hf import config_from_hf_dict
-
         return config_from_hf_dict(self._config, source=str(self.path / CONFIG_FILE))
 
     def _read_index(self) -> dict[str, Path] | None:

@@ -22,6 +22,7 @@ _ISO1: dict[str, str] = {
 }  # fmt: skip
 
 _FOLDER = re.compile(r"^(?P<lang>[A-Za-z]{2,3})(?:[_-](?P<script>[A-Za-z]{4}))?$")
+_SCRIPT = re.compile(r"[a-z]{2,3}_([A-Z][a-z]{3})")
 
 
 def normalize_language(name: str) -> str | None:
@@ -48,3 +49,9 @@ def normalize_language(name: str) -> str | None:
 def iso639_3(language: str) -> str:
     """``rus_Cyrl`` -> ``rus``."""
     return language.split("_", 1)[0]
+
+
+def language_script(language: str) -> str:
+    """``rus_Cyrl`` -> ``Cyrl``; a code without a script -> ``?``."""
+    match = _SCRIPT.fullmatch(language)
+    return match.group(1) if match else "?"

@@ -1,23 +1,21 @@
-"""Mixture plan, offline: what each language of a phase gets, before any data is read.
+"""Mixture plan, offline: what each language of a phase gets, before any data is read (the command line is
+:mod:`mmbert.cli.plan`).
 
-    python -m mmbert.data.plan phase=decay data_mix=decay-all model=base [token_scale=0.01]
-        [top=20] [max_passes=4] [out=plan.json]
-
-Takes train.py's ``key=value`` overrides, composes ``conf/train.yaml`` of the repository root
-(:func:`mmbert.data.paths.repo_root`) with Hydra's compose API and instantiates only ``data_mix``: no
-datamodule, model or tokenizer, no hub access, no data read. Prints one line per language, largest share
-first (``top`` lines, then a summary line):
+From a ``data_mix`` config it instantiates only the mix: no datamodule, model or tokenizer, no hub
+access, no data read. The plan is one line per language, largest share first (``top`` lines, then a summary
+line):
 
 - ``share``: the target token share at ``phase.tau`` (:meth:`mmbert.data.CountMeaning.weights`: the release's
   own shares for the released mixtures, ``n^tau`` of the counted tokens for folder and sample mixes);
-- ``tokens``: share x the phase's budget ``lr_schedule.total_tokens`` (``token_scale`` included);
+- ``tokens``: share x the phase's token budget (the recipe's ``tokens`` x ``token_scale``);
 - ``data`` and ``passes``: where the mix knows how much data a language has (folder and sample mixes: their
   counted tokens; MDS shards: their size; released hub mixtures: unknown, their counts are shares), the
   tokens of it and the passes over it, flagged ``!`` above ``max_passes``. The default, 4, is where repeating
   data stops being almost as good as fresh data (Muennighoff et al. 2023, "Scaling Data-Constrained Language
   Models").
 
-``out=FILE`` writes the same plan as JSON in the ``mixture.json`` schema (:func:`mmbert.data.mix.report.mixture_report`).
+The plan itself is in the ``mixture.json`` schema (:func:`mmbert.data.mix.report.mixture_report`), which the
+command's ``out=FILE`` writes.
 
 Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
 ``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
@@ -27,95 +25,34 @@ otherwise the plan refuses, naming the setting. A training run measures and cach
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException, InstantiationException
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
-import mmbert.train.config  # noqa: F401  (registers the ${scale:...} resolver of the token budgets)
-from mmbert.cli import user_errors
 from mmbert.data.mix.base import MixSpec
 from mmbert.data.mix.folder import FolderMix
 from mmbert.data.mix.mds import MdsMix
 from mmbert.data.mix.report import mixture_report
-from mmbert.data.paths import repo_root
 from mmbert.data.sampling import check_tau
 from mmbert.errors import DataError
 
-DEFAULT_TOP = 20
-DEFAULT_MAX_PASSES = 4.0
-USAGE = (
-    "usage: python -m mmbert.data.plan [train.py overrides: phase=... data_mix=... model=... token_scale=...] "
-    "[top=N] [max_passes=X] [out=FILE]"
-)
 
-
-def _one_line(e: BaseException) -> str:
+def one_line(e: BaseException) -> str:
     """Hydra's multi-line messages on one line, without the config search path and links to its docs."""
     text = str(e).split("Config search path:")[0]
     return " ".join(w for line in text.splitlines() if not line.startswith("See http") for w in line.split())
 
 
-def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``({top, max_passes, out}, Hydra overrides)``; each override is parsed so a bad one is named."""
-    options: dict[str, Any] = {"top": DEFAULT_TOP, "max_passes": DEFAULT_MAX_PASSES, "out": None}
-    overrides: list[str] = []
-    parser = OverridesParser.create()
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in options:
-            options[key] = _option(key, value)
-            continue
-        try:
-            parser.parse_overrides([arg])
-        except HydraException as e:
-            raise DataError(f"override {arg!r}: {_one_line(e)}") from e
-        overrides.append(arg)
-    return options, overrides
-
-
-def _option(key: str, value: str) -> Any:
-    if key == "out":
-        return Path(value)
+def _instantiate_mix(mix_cfg: DictConfig) -> MixSpec:
     try:
-        number = int(value) if key == "top" else float(value)
-    except ValueError as e:
-        kind = "an integer" if key == "top" else "a number"
-        raise DataError(f"{key} must be {kind}, got {value!r}") from e
-    if number < 0:
-        raise DataError(f"{key} must be >= 0, got {value!r}")
-    return number
-
-
-def compose_train(overrides: Sequence[str]) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, as train.py composes it (Hydra's run-time values left out)."""
-    conf = repo_root() / "conf"
-    if not (conf / "train.yaml").is_file():
-        raise DataError(f"{conf / 'train.yaml'} not found: run from a checkout, or set MMBERT_ROOT")
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
-    except HydraException as e:
-        raise DataError(_one_line(e)) from e
-
-
-def _instantiate_mix(cfg: DictConfig) -> MixSpec:
-    try:
-        mix = instantiate(cfg.data_mix)
+        mix = instantiate(mix_cfg)
     except InstantiationException as e:
         if isinstance(e.__cause__, DataError):
             raise e.__cause__ from None
-        raise DataError(f"data_mix: {_one_line(e)}") from e
+        raise DataError(f"data_mix: {one_line(e)}") from e
     if not isinstance(mix, MixSpec):
         raise DataError(f"data_mix is not a mix spec: {type(mix).__name__}")
     return mix
@@ -130,17 +67,14 @@ def _unmeasured(mix: MixSpec) -> DataError:
     )
 
 
-def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
-    """The mix of a composed train config and its plan, in the ``mixture.json`` schema."""
-    try:
-        tau, budget = cfg.phase.tau, cfg.lr_schedule.total_tokens
-    except OmegaConfBaseException as e:
-        raise DataError(_one_line(e)) from e
+def plan(mix_cfg: DictConfig, tau: float, budget_tokens: int) -> tuple[MixSpec, dict[str, Any]]:
+    """The mix of a ``data_mix`` config and its plan at ``tau`` over ``budget_tokens``, in the
+    ``mixture.json`` schema."""
     try:
         check_tau(tau)
     except DataError as e:
         raise DataError(f"phase.tau: {e}") from e
-    mix = _instantiate_mix(cfg)
+    mix = _instantiate_mix(mix_cfg)
     known = mix.known_counts()
     if known is None:
         raise _unmeasured(mix)
@@ -149,7 +83,7 @@ def plan(cfg: DictConfig) -> tuple[MixSpec, dict[str, Any]]:
     if not counts:
         raise DataError(f"mix {mix.name!r}: no language has a usable document")
     weights = mix.meaning.weights(counts, tau)
-    report = mixture_report(mix.meaning, tau, weights, counts, budget, known)
+    report = mixture_report(mix.meaning, tau, weights, counts, budget_tokens, known)
     report["excluded"] = {lang: "no usable documents" for lang in mix.languages if lang not in counts}
     return mix, report
 
@@ -192,32 +126,12 @@ def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: fl
     return "\n".join(lines)
 
 
-def _header(cfg: DictConfig, mix: MixSpec) -> str:
+def plan_header(mix: MixSpec, phase: str, tau: float, budget_tokens: int) -> str:
     counts = mix.meaning.counts
     if counts == "released":
         tau = mix.meaning.released_tau
         counts += f" (sampled at tau {tau})" if tau is not None else " (read at their sizes)"
     return (
-        f"mixture plan: {type(mix).__name__} {mix.name!r}, counts {counts}; phase {cfg.phase.name}, "
-        f"tau {cfg.phase.tau}, budget {_human(cfg.lr_schedule.total_tokens)} tokens (lr_schedule.total_tokens)"
+        f"mixture plan: {type(mix).__name__} {mix.name!r}, counts {counts}; phase {phase}, tau {tau}, "
+        f"budget {_human(budget_tokens)} tokens (recipe.tokens x token_scale)"
     )
-
-
-def main(argv: Sequence[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__ + "\n" + USAGE)
-        return 0
-    with user_errors("plan"):
-        options, overrides = parse_args(argv)
-        cfg = compose_train(overrides)
-        mix, report = plan(cfg)
-    print(format_plan(report, _header(cfg, mix), options["top"], options["max_passes"]))
-    if options["out"] is not None:
-        out: Path = options["out"]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

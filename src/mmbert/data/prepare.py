@@ -1,8 +1,5 @@
-"""Raw text -> pre-tokenized MDS shards, as mmBERT's released training data is laid out.
-
-    python -m mmbert.data.prepare source=DIR out=DIR [tokenizer=data/tokenizer] [workers=N] [chunk=0]
-        [compression=null|zstd] [languages=[rus_Cyrl,...]] [name=LANG] [text_field=text] [split=train]
-        [size_limit=67108864] [batch=512]
+"""Raw text -> pre-tokenized MDS shards, as mmBERT's released training data is laid out (the command line
+is :mod:`mmbert.cli.prepare`; the settings are :class:`PrepareConfig`).
 
 ``source`` is a FineWeb2-layout folder (``{iso}_{Script}/train/*``: every language, or ``languages``), a
 folder of data files of one language (``.parquet``, ``.jsonl[.gz|.zst]``, ``.txt``; named ``name``, default
@@ -38,19 +35,15 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from tqdm.auto import tqdm
 
-from mmbert.cli import user_errors
 from mmbert.data.counts import (
-    CACHE_NAME,
     MDS_KEY,
     CountCache,
     file_extent,
@@ -327,31 +320,3 @@ def _run_pool(todo: list[Task], cfg: PrepareConfig, workers: int, bar: Any, size
             drain()
     drain()
     manager.shutdown()
-
-
-# ------------------------------------------------------------------------------------------------ CLI
-def parse_args(argv: Sequence[str]) -> PrepareConfig:
-    schema = OmegaConf.structured(PrepareConfig)
-    try:
-        merged = OmegaConf.merge(schema, OmegaConf.from_dotlist(list(argv)))
-    except OmegaConfBaseException as e:
-        raise DataError(f"{' '.join(str(e).split())}") from e
-    cfg = OmegaConf.to_object(merged)
-    assert isinstance(cfg, PrepareConfig)
-    return cfg
-
-
-def main(argv: Sequence[str]) -> int:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with user_errors("prepare"):
-        counts = prepare(parse_args(argv))
-    total = sum(c["tokens"] for c in counts.values())
-    print(f"prepare: {len(counts)} languages, {total:,} tokens; counts in {CACHE_NAME}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

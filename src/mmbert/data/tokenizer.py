@@ -1,4 +1,5 @@
-"""Loading the mix's tokenizer, and batched document tokenization without special tokens."""
+"""Loading the mix's tokenizer, batched document tokenization without special tokens, and texts framed as
+the training data frames them (``<bos> body <eos>``) for evaluation and fine-tuning."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
+import torch
 from tokenizers import Tokenizer
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from torch import Tensor
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from mmbert.data.paths import resolve_tokenizer
 from mmbert.errors import DataError
@@ -42,3 +45,16 @@ def tokenize_documents(
     texts = [d for d in docs if isinstance(d, str)]
     encoded = iter(encode_bodies(backend, texts) if texts else [])
     return [next(encoded) if isinstance(d, str) else d for d in docs]
+
+
+def frame(tokenizer: PreTrainedTokenizerBase, body: Sequence[int], max_len: int) -> Tensor:
+    """``<bos> body <eos>`` as int64, the body cut to fit ``max_len`` tokens in all."""
+    if max_len < 3:
+        raise ValueError(f"max_len must be >= 3 (bos, one token, eos), got {max_len}")
+    ids = [tokenizer.bos_token_id, *body[: max_len - 2], tokenizer.eos_token_id]
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def encode_framed(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_len: int) -> list[Tensor]:
+    bodies = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [frame(tokenizer, body, max_len) for body in bodies]

@@ -97,8 +97,6 @@ def _open(src: Any, split_name: str) -> tuple[str, list[dict[str, Any]], Any]:
 
 
 def _read_local(path: Path, kind: str) -> list[dict[str, Any]]:
-    import pandas as pd
-
     if kind == "json":
         if path.suffix.lower() == ".jsonl":
             return [
@@ -106,6 +104,8 @@ def _read_local(path: Path, kind: str) -> list[dict[str, Any]]:
             ]
         data = json.loads(path.read_text(encoding="utf-8"))
         return data if isinstance(data, list) else data.get("data", [])
+    import pandas as pd  # for .parquet and .csv only: JSON task files need no pandas
+
     frame = pd.read_parquet(path) if kind == "parquet" else pd.read_csv(path, keep_default_na=False)
     return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 

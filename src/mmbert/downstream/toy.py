@@ -10,6 +10,8 @@ that the whole pipeline runs on the toy recipe's checkpoints in minutes and the 
 - ``retrieve``: English -> every other language of parallel.jsonl.
 
 Rows go to train / dev / test by a fixed rule on their index, so that every language is in every split.
+The command line is :mod:`mmbert.cli.toy_tasks`. pandas (an extra, not a core dependency) is imported by the
+functions that need it only: the parallel sentences, .parquet/.csv files and the result tables.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+from mmbert.data.eval_texts import read_parallel, read_test_texts
+from mmbert.data.langcodes import language_script
 
-from mmbert.analysis.corpus import language_script, read_parallel, read_test_texts
+if TYPE_CHECKING:
+    import pandas as pd
 
 CASED_SCRIPTS = {"Latn", "Cyrl", "Grek"}
 _SENTENCE_END = re.compile(r"(?<=[.!?।؟。።])\s*")
@@ -153,9 +157,14 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    elif suffix == ".parquet":
+        return path
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"{path}: write .jsonl, .parquet or .csv")
+    import pandas as pd
+
+    if suffix == ".parquet":
         pd.DataFrame.from_records(rows).to_parquet(path, index=False)
-    elif suffix == ".csv":
+    else:
         flat = []
         for r in rows:
             out = {}
@@ -168,8 +177,6 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:
                     out[key] = value
             flat.append(out)
         pd.DataFrame.from_records(flat).to_csv(path, index=False)
-    else:
-        raise ValueError(f"{path}: write .jsonl, .parquet or .csv")
     return path
 
 
@@ -239,6 +246,7 @@ def evaluate_toy(
 ) -> pd.DataFrame:
     """One row per (checkpoint, task, language) with every metric (language ``all``: overall), for the toy
     tasks ``tasks`` (:func:`write_toy_tasks`) on each checkpoint."""
+    import pandas as pd
     from tqdm import tqdm
 
     from mmbert.downstream.results import table_rows
@@ -254,6 +262,8 @@ def evaluate_toy(
 
 def main_metrics(table: pd.DataFrame) -> pd.DataFrame:
     """checkpoint x task table of each task's main metric over all languages."""
+    import pandas as pd
+
     from mmbert.downstream.tasks import ClassifyTask, QaTask, RetrieveTask, TagTask
 
     main = {"classify": ClassifyTask, "tag": TagTask, "qa": QaTask, "retrieve": RetrieveTask}
@@ -264,15 +274,3 @@ def main_metrics(table: pd.DataFrame) -> pd.DataFrame:
         metric = main[rows["type"].iloc[0]].main_metric
         columns[f"{task} {metric}"] = rows[metric]
     return pd.DataFrame(columns).rename_axis("checkpoint")
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Write the toy downstream tasks from a corpus's sentences.")
-    parser.add_argument("corpus", nargs="?", default="data/sample")
-    parser.add_argument("out_dir", nargs="?", default="outputs/toy_tasks")
-    parser.add_argument("--format", choices=("jsonl", "parquet", "csv"), default="jsonl")
-    args = parser.parse_args()
-    for task, files in write_toy_tasks(args.corpus, args.out_dir, args.format).items():
-        print(task, " ".join(str(p) for p in files.values()))

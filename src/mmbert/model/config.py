@@ -1,7 +1,7 @@
 """MmBertConfig: the architecture hyper-parameters of a ModernBERT/mmBERT encoder.
 
 Field names are a contract with `conf/model/*.yaml` (Hydra instantiates this dataclass from the `config:` node)
-and with `mmbert.hf`, which maps them to and from a Hugging Face `config.json`.
+and with `mmbert.checkpoint.hf_config`, which maps them to and from a Hugging Face `config.json`.
 """
 
 from __future__ import annotations

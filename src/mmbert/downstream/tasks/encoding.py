@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.models import encode_framed
+from mmbert.data.tokenizer import encode_framed
 
 
 def encode_texts(

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.models import encode_framed
+from mmbert.data.tokenizer import encode_framed
 from mmbert.downstream.data import Fields, Split
 from mmbert.downstream.metrics import retrieval_accuracy
 from mmbert.downstream.packing import batches_by_tokens, pack, segment_mean

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from mmbert.hf import save_hf_folder
+from mmbert.checkpoint.hf import save_hf_folder
 
 log = logging.getLogger(__name__)
 

@@ -1,42 +1,19 @@
-"""Hugging Face interop: transformers' ModernBertForMaskedLM <-> MmBertForMaskedLM, config.json, HF folders.
+"""config.json <-> MmBertConfig: the architecture as transformers' ModernBERT describes it.
 
-Parameter names are identical on both sides; the token embedding and the decoder weight are one tied tensor
-(`decoder.weight` is never written to files and may be absent from them).
+Parsed and written here rather than through transformers' ModernBertConfig, so that every transformers version
+(4.48 to 5.x, legacy and new layouts) reads and writes the same model, and so that reading a checkpoint's
+architecture needs no transformers at all.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from safetensors.torch import save_file
-
-from mmbert.checkpoint.formats import (
-    CONFIG_FILE,
-    HUB_NAME,
-    SAFETENSORS_FILE,
-    SAFETENSORS_INDEX_FILE,
-    TIED_KEY,
-    TORCH_BIN_FILE,
-    find_tokenizer_files,
-)
-from mmbert.model import MmBertConfig, MmBertForMaskedLM
-
-if TYPE_CHECKING:
-    from transformers import ModernBertForMaskedLM, PreTrainedTokenizerBase
+from mmbert.checkpoint.formats import CONFIG_FILE
+from mmbert.model import MmBertConfig
 
 HF_MODEL_TYPE = "modernbert"
-_HUB_PATTERNS = [
-    CONFIG_FILE,
-    "*.safetensors",
-    SAFETENSORS_INDEX_FILE,
-    TORCH_BIN_FILE,
-    "*.json",
-    "*.model",
-    "*.txt",
-]
 # Architecture options of transformers' ModernBERT that this implementation fixes, with the value it needs.
 _FIXED_OPTIONS = {
     "hidden_activation": "gelu",
@@ -252,144 +229,3 @@ def _layer_types(num_layers: int, every_n: int) -> list[str]:
 def _as_float(value: Any) -> Any:
     """An int as a float (JSON may write 160000 for 160000.0); anything else is left to MmBertConfig's checks."""
     return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-def from_hf(hf_model: ModernBertForMaskedLM) -> MmBertForMaskedLM:
-    """Copy of a transformers ModernBertForMaskedLM (same weights, dtype and device; decoder tied)."""
-    cfg = config_from_hf_dict(hf_model.config.to_dict(), source=f"{type(hf_model).__name__}.config")
-    from mmbert.checkpoint.loading import model_from_state
-
-    state = {k: v.detach().clone() for k, v in hf_model.state_dict().items()}
-    model = model_from_state(cfg, state, source=f"{type(hf_model).__name__}")
-    return model.train(hf_model.training)
-
-
-def to_hf(model: MmBertForMaskedLM) -> ModernBertForMaskedLM:
-    """transformers ModernBertForMaskedLM with the same weights (copied), dtype, device and tied decoder."""
-    from transformers import ModernBertConfig, ModernBertForMaskedLM
-
-    hf_cfg = ModernBertConfig.from_dict(hf_config_dict(model.config))
-    param = model.model.embeddings.tok_embeddings.weight
-    hf_model = ModernBertForMaskedLM(hf_cfg).to(device=param.device, dtype=param.dtype)
-    hf_model.load_state_dict(model.state_dict(), strict=True)
-    if hf_model.decoder.weight is not hf_model.model.embeddings.tok_embeddings.weight:
-        raise RuntimeError("transformers did not tie decoder.weight to the token embedding")
-    return hf_model.train(model.training)
-
-
-def save_hf_folder(
-    model: MmBertForMaskedLM,
-    path: str | Path,
-    tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
-) -> Path:
-    """Write config.json, model.safetensors (without the tied decoder.weight) and, if given, the tokenizer
-    (a tokenizer folder, a tokenizer.json file or a transformers tokenizer) into `path`; returns the folder."""
-    folder = Path(path)
-    tok = _resolve_tokenizer(tokenizer, model.config)
-    if tok is not None:
-        _check_tokenizer_size(tok, model.config)
-    folder.mkdir(parents=True, exist_ok=True)
-    dtype = model.model.embeddings.tok_embeddings.weight.dtype
-    config = hf_config_dict(model.config) | {"dtype": str(dtype).removeprefix("torch.")}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k != TIED_KEY}
-    save_file(state, folder / SAFETENSORS_FILE, metadata={"format": "pt"})
-    if tok is not None:
-        tok.save_pretrained(folder)
-    return folder
-
-
-def load_hf_folder(
-    path_or_hub_name: str | Path, *, revision: str | None = None
-) -> tuple[MmBertForMaskedLM, PreTrainedTokenizerBase | None]:
-    """Model (fp32, CPU) and tokenizer (None if the folder has none) from a local HF folder or a hub name such
-    as jhu-clsp/mmBERT-small (downloaded through the HF cache; honours HF_HUB_OFFLINE). Strict: missing,
-    unexpected or misshapen tensors raise, naming them."""
-    from mmbert.checkpoint.loading import model_from_state
-    from mmbert.checkpoint.readers import HfFolderReader
-
-    folder = resolve_folder(path_or_hub_name, revision)
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}")
-    cfg = config_from_hf_dict(json.loads(config_path.read_text()), source=str(config_path))
-    tokenizer = None
-    if find_tokenizer_files(folder):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        _check_tokenizer_size(tokenizer, cfg)
-    reader = HfFolderReader(folder)
-    try:
-        state = reader.read_all()
-    finally:
-        reader.close()
-    return model_from_state(cfg, state, source=str(folder)), tokenizer
-
-
-def resolve_folder(path_or_hub_name: str | Path, revision: str | None = None) -> Path:
-    """A local HF folder, or a hub name's snapshot (downloaded through the HF cache)."""
-    local = Path(path_or_hub_name).expanduser()
-    if local.is_dir():
-        if revision is not None:
-            raise ValueError(
-                f"revision={revision!r} only applies to hub names, but {local} is a local folder"
-            )
-        return local
-    if local.exists():
-        raise NotADirectoryError(f"{local} is a file; expected an HF model folder or a hub name")
-    name = str(path_or_hub_name)
-    if not HUB_NAME.match(name):
-        raise FileNotFoundError(f"{name!r} is neither a local folder nor a hub name like 'org/model'")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id=name, revision=revision, allow_patterns=_HUB_PATTERNS))
-    except Exception as e:  # hub errors are many types; re-raise with what was asked for
-        raise FileNotFoundError(
-            f"could not get hub model {name!r} (revision {revision!r}) as a local folder or from the hub: {e}"
-        ) from e
-
-
-def _resolve_tokenizer(
-    tokenizer: str | Path | PreTrainedTokenizerBase | None, cfg: MmBertConfig
-) -> PreTrainedTokenizerBase | None:
-    if tokenizer is None:
-        return None
-    from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
-
-    if isinstance(tokenizer, PreTrainedTokenizerBase):
-        return tokenizer
-    if not isinstance(tokenizer, str | Path):
-        raise TypeError(
-            f"tokenizer must be None, a path or a PreTrainedTokenizerBase, got {type(tokenizer).__name__}"
-        )
-    path = Path(tokenizer)
-    if path.is_dir():
-        return AutoTokenizer.from_pretrained(path)
-    if path.is_file() and path.suffix == ".json":
-        from tokenizers import Tokenizer
-
-        raw = Tokenizer.from_file(str(path))
-        special: dict[str, str] = {}
-        for role, token_id in (
-            ("pad_token", cfg.pad_token_id),
-            ("eos_token", cfg.eos_token_id),
-            ("bos_token", cfg.bos_token_id),
-            ("cls_token", cfg.cls_token_id),
-            ("sep_token", cfg.sep_token_id),
-            ("mask_token", cfg.mask_token_id),
-        ):
-            token = raw.id_to_token(token_id)
-            if token is None:
-                raise ValueError(
-                    f"{role.removesuffix('_token')}_token_id={token_id} is not in tokenizer {path}"
-                )
-            special[role] = token
-        return PreTrainedTokenizerFast(tokenizer_object=raw, **special)
-    raise FileNotFoundError(f"tokenizer {path} is neither a tokenizer folder nor a tokenizer .json file")
-
-
-def _check_tokenizer_size(tokenizer: PreTrainedTokenizerBase, cfg: MmBertConfig) -> None:
-    if len(tokenizer) > cfg.vocab_size:
-        raise ValueError(f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size={cfg.vocab_size}")

@@ -8,23 +8,18 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mmbert.errors import UserError
+
 USAGE_EXIT = 2
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from mmbert.errors import CheckpointError, ConfigError, DataError, MergeError
-
-    return ConfigError, DataError, CheckpointError, MergeError
-
-
-def find_user_error(err: BaseException) -> BaseException | None:
+def find_user_error(err: BaseException) -> UserError | None:
     """The user-fixable error behind ``err``: itself, or what Hydra's instantiate (or another wrapper) raised
     it from."""
-    kinds = user_error_types()
     seen: set[int] = set()
     current: BaseException | None = err
     while current is not None and id(current) not in seen:
-        if isinstance(current, kinds):
+        if isinstance(current, UserError):
             return current
         seen.add(id(current))
         current = current.__cause__ or current.__context__
@@ -33,8 +28,8 @@ def find_user_error(err: BaseException) -> BaseException | None:
 
 @contextmanager
 def user_errors(prog: str) -> Iterator[None]:
-    """Run a command's body; a ConfigError, DataError, CheckpointError or MergeError ends it with one line
-    ``<prog>: error: <message>`` and exit status 2."""
+    """Run a command's body; a :class:`~mmbert.errors.UserError` (ConfigError, DataError, CheckpointError,
+    MergeError, ...) ends it with one line ``<prog>: error: <message>`` and exit status 2."""
     try:
         yield
     except Exception as err:

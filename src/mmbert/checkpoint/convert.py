@@ -1,0 +1,36 @@
+"""Conversion between any checkpoint this project reads and the two formats it writes for others: a Hugging
+Face ``ModernBertForMaskedLM`` folder and a weights-only Lightning checkpoint (the command line is
+:mod:`mmbert.cli.convert`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from mmbert.checkpoint.formats import LIGHTNING_PREFIX
+from mmbert.checkpoint.hf import save_hf_folder
+from mmbert.checkpoint.loading import load_model, model_from_state, open_model_reader, resolve_config
+
+
+def checkpoint_to_hf(
+    ckpt_path: str | Path, out_dir: str | Path, tokenizer: str | None = None, config: str | None = None
+) -> Path:
+    reader = open_model_reader(ckpt_path)
+    try:
+        cfg = resolve_config(config) if config is not None else reader.require_config()
+        net = model_from_state(cfg, reader.read_all(), source=str(ckpt_path))
+        own = reader.tokenizer_dir() or reader.tokenizer_source
+        return save_hf_folder(net, out_dir, tokenizer=tokenizer or own)
+    finally:
+        reader.close()
+
+
+def hf_to_checkpoint(source: str | Path, out_path: str | Path, config: str | None = None) -> Path:
+    net, _ = load_model(source, config=config)
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"{LIGHTNING_PREFIX}{k}": v for k, v in net.state_dict().items()}
+    torch.save({"state_dict": state, "mmbert_config": dataclasses.asdict(net.config)}, out)
+    return out

@@ -1,0 +1,48 @@
+"""Convert any checkpoint this project reads to a Hugging Face ``ModernBertForMaskedLM`` folder, or to a
+weights-only Lightning checkpoint.
+
+    mmbert-convert to-hf CHECKPOINT OUT_DIR [--tokenizer PATH_OR_HUB_NAME] [--config CONFIG]
+    mmbert-convert from-hf SOURCE OUT.ckpt [--config CONFIG]
+
+(``python -m mmbert.cli.convert ...`` is the same command.) CHECKPOINT / SOURCE: an HF folder or hub name, a
+Lightning ``.ckpt`` (train.py's), a Composer ``.pt`` (the mmBERT authors' FlexBERT checkpoints), a
+``.safetensors`` file or a torch state dict. ``--config`` gives the architecture of a file that carries none
+(a config.json, an HF folder or a hub name such as ``jhu-clsp/mmBERT-base``). ``to-hf`` writes a folder that
+``transformers.AutoModelForMaskedLM`` loads, with the tokenizer the checkpoint names unless ``--tokenizer``
+gives another; ``from-hf`` writes a checkpoint that ``model.init_from=`` and ``merge.py`` accept (both also
+take every input format directly).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from mmbert.checkpoint.convert import checkpoint_to_hf, hf_to_checkpoint
+from mmbert.cli.errors import user_errors
+
+PROG = "mmbert-convert"
+CONFIG_HELP = "architecture for a file without one (hub name, folder)"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    to_hf = sub.add_parser("to-hf", help="any checkpoint -> Hugging Face folder")
+    to_hf.add_argument("checkpoint")
+    to_hf.add_argument("out_dir")
+    to_hf.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name (default: the run's)")
+    to_hf.add_argument("--config", default=None, help=CONFIG_HELP)
+    from_hf = sub.add_parser("from-hf", help="any checkpoint -> weights-only Lightning checkpoint")
+    from_hf.add_argument("source")
+    from_hf.add_argument("out_path")
+    from_hf.add_argument("--config", default=None, help=CONFIG_HELP)
+    args = parser.parse_args(argv)
+    with user_errors(PROG):
+        if args.command == "to-hf":
+            print(checkpoint_to_hf(args.checkpoint, args.out_dir, args.tokenizer, args.config))
+        else:
+            print(hf_to_checkpoint(args.source, args.out_path, args.config))
+
+
+if __name__ == "__main__":
+    main()
