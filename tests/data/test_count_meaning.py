@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import re
 
 import pytest
@@ -101,3 +102,11 @@ def test_without_entries_fixed_shares_are_not_checked_against_a_mix() -> None:
     assert CountMeaning("released", fixed_shares=("xyz",)).fixed_shares == ("xyz",)
     with pytest.raises(DataError, match=r"^data_mix: counts must be"):
         CountMeaning("shares")
+
+
+def test_a_meaning_pickles_for_spawned_processes() -> None:
+    meaning = CountMeaning(upweight={"eng": 3.0})
+    again = pickle.loads(pickle.dumps(meaning))
+    assert again == meaning and again.upweighted({"eng": 2}) == {"eng": 6}
+    with pytest.raises(TypeError):
+        again.upweight["eng"] = 2.0  # type: ignore[index]

@@ -95,7 +95,7 @@ BASE_STAGES_8 = [48, 616, 1184, 1752, 2328, 2896, 3464, 4032, 4608]
 )
 @pytest.mark.parametrize("devices, expected", [(1, BASE_STAGES_1), (8, BASE_STAGES_8)], ids=["1dev", "8dev"])
 def test_batch_warmup_rows_as_trained(size, warmup_tokens, devices, expected):
-    from conftest import compose_train
+    from helpers import compose_train
     from hydra.utils import instantiate
 
     cfg = compose_train([f"model={size}", "phase=pretrain"])

@@ -67,6 +67,14 @@ class CountMeaning:
         object.__setattr__(self, "fixed_shares", fixed)
         object.__setattr__(self, "upweight", MappingProxyType(dict(self.upweight)))
 
+    # A mapping proxy does not pickle; the data module (and so this value) travels to spawned DDP processes.
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "upweight": dict(self.upweight)}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, MappingProxyType(value) if key == "upweight" else value)
+
     def weights(self, counts: Mapping[str, float], tau: float) -> dict[str, float]:
         """Target token share of each language of ``counts`` (in their order) in a phase sampled at ``tau``."""
         if self.counts == AVAILABLE:
