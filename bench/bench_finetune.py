@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import SIZES, bench_parser
 from tqdm import tqdm
 
 from mmbert.checkpoint.hf_config import hf_config_dict
@@ -31,11 +32,6 @@ from mmbert.downstream.toy import corpus_sentences
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 REPO = Path(__file__).resolve().parents[1]
-SIZES = {
-    "tiny": dict(hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=2),
-    "small": dict(hidden_size=384, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=6),
-    "base": dict(hidden_size=768, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=12),
-}
 
 
 def make_examples(tokenizer, args: argparse.Namespace) -> tuple[list[torch.Tensor], list[int], list[str]]:
@@ -55,12 +51,7 @@ def make_examples(tokenizer, args: argparse.Namespace) -> tuple[list[torch.Tenso
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser = bench_parser(__doc__)
     parser.add_argument("--batch-examples", type=int, default=32)
     parser.add_argument("--max-sentences", type=int, default=8, help="most sentences in one example")
     parser.add_argument("--max-len", type=int, default=512)
@@ -76,7 +67,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(REPO / "data" / "tokenizer")
     seqs, labels, classes = make_examples(tokenizer, args)
     torch.manual_seed(args.seed)
-    cfg = MmBertConfig(vocab_size=len(tokenizer), **SIZES[args.size], attn_backend="auto")
+    cfg = MmBertConfig(**(SIZES[args.size] | {"vocab_size": len(tokenizer)}), attn_backend="auto")
     ours = EncoderWithHead(MmBertForMaskedLM(cfg), len(classes), pooled=True).to(device)
 
     hf_cfg = ModernBertConfig.from_dict(

@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from benchlib import bench_parser
 
 from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
@@ -127,11 +128,7 @@ def run_side(side: str, args: argparse.Namespace, inputs_path: Path) -> dict[str
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser = bench_parser(__doc__, sizes=False)
     parser.add_argument("--vocab", type=int, default=256000)
     parser.add_argument("--hidden", type=int, default=384)
     parser.add_argument("--intermediate", type=int, default=1152)

@@ -21,16 +21,13 @@ import time
 from pathlib import Path
 
 import torch
+from benchlib import SIZES
 from transformers import ModernBertConfig, ModernBertForMaskedLM
 
 from mmbert.merge.io import SafetensorsShardWriter, TensorInfo
 
 BASE_ARCH = dict(
-    vocab_size=256000,
-    hidden_size=768,
-    intermediate_size=1152,
-    num_hidden_layers=22,
-    num_attention_heads=12,
+    SIZES["base"],
     global_attn_every_n_layers=3,
     local_attention=128,
     max_position_embeddings=8192,

@@ -21,31 +21,12 @@ import time
 from dataclasses import dataclass
 
 import torch
+from benchlib import SIZES, bench_parser
 from tqdm import tqdm
 
 from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.throughput import device_peak_flops, flops_per_token
-
-SIZES = {
-    "tiny": dict(
-        vocab_size=8192, hidden_size=128, intermediate_size=256, num_hidden_layers=6, num_attention_heads=2
-    ),
-    "small": dict(
-        vocab_size=256000,
-        hidden_size=384,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=6,
-    ),
-    "base": dict(
-        vocab_size=256000,
-        hidden_size=768,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=12,
-    ),
-}
 
 
 @dataclass
@@ -132,12 +113,7 @@ class Trainer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser = bench_parser(__doc__)
     parser.add_argument("--min-doc-len", type=int, default=64)
     parser.add_argument("--max-doc-len", "--seq-len", type=int, default=512, help="longest document")
     parser.add_argument(

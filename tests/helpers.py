@@ -1,5 +1,6 @@
 """Builders the tests share: the repository's paths, the train config as train.py composes it, tiny models,
-a fast CPU run's overrides, two-process scaffolding. Tests import it as ``helpers`` (pytest's pythonpath)."""
+a fast CPU run's overrides, the sample corpus's first micro-batches, a bare CPU fit, two-process scaffolding.
+Tests import it as ``helpers`` (pytest's pythonpath)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import socket
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from mmbert.data import MLMDataModule, SampleMix
 from mmbert.data.batch import StepBatch
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.config import compose_train as _compose_train
@@ -23,8 +26,20 @@ GOLDEN = REPO / "tests" / "golden"
 
 # Vocabulary of the tiny model configs that are not tied to the sample tokenizer.
 VOCAB = 300
-# The model of the multi-process tests: the sample tokenizer's vocabulary, three layers.
+# tiny_config's dimensions, under the names transformers' ModernBertConfig shares.
+TINY_DIMS = dict(
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=4,
+    num_attention_heads=2,
+    local_attention=8,
+    global_attn_every_n_layers=3,
+)
+# The model of the training-step, multi-process and conversion tests: the sample tokenizer's vocabulary.
 TINY = dict(vocab_size=8192, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2)
+# mmBERT-small's dimensions (conf/model/small.yaml); its window is MmBertConfig's default.
+SMALL = dict(vocab_size=256000, hidden_size=384, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=6)  # fmt: skip
 
 # A run that takes seconds: a few steps of the tiny model on the sample corpus, short rows.
 FAST = [
@@ -48,18 +63,7 @@ def compose_train(overrides: list[str], output_dir: Path | None = None) -> DictC
 
 def tiny_config(**overrides: object) -> MmBertConfig:
     """Four layers, hidden 32: layers 0 and 3 global, 1 and 2 local with |i - j| <= 4."""
-    fields: dict[str, object] = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        local_attention=8,
-        global_attn_every_n_layers=3,
-        attn_backend="sdpa",
-    )
-    fields.update(overrides)
-    return MmBertConfig(**fields)
+    return MmBertConfig(**(TINY_DIMS | {"attn_backend": "sdpa"} | overrides))
 
 
 def make_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
@@ -68,6 +72,41 @@ def make_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
 
     torch.manual_seed(seed)
     return MmBertForMaskedLM(tiny_config(**overrides)).eval()
+
+
+def sample_batches(n: int) -> list[dict]:
+    """The first `n` micro-batches of the sample corpus's pretraining mix: two rows of 64 tokens each."""
+    dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_device=2, tau=0.7, mask_ratio=0.3)
+    dm.setup("fit")
+    it = dm.train_batches()
+    return [next(it) for _ in range(n)]
+
+
+def fit_on_cpu(
+    module: L.LightningModule,
+    data: L.LightningDataModule,
+    max_steps: int,
+    devices: int = 1,
+    strategy: str | Strategy = "auto",
+    callbacks: list[L.Callback] | None = None,
+) -> L.Trainer:
+    """Fits with nothing around the steps (no validation, logger, checkpoints, progress bar or summary); the
+    data module hands each rank its own batches, so Lightning adds no distributed sampler."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy=strategy,
+        max_steps=max_steps,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer
 
 
 def logged(run_dir: Path, key: str) -> list[tuple[int, float]]:

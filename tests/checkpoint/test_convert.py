@@ -7,25 +7,22 @@ import json
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, TINY, make_model
 
 from mmbert.cli.convert import main
-from mmbert.model import MmBertConfig, MmBertForMaskedLM
+from mmbert.model import MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 
 
 def _tiny() -> MmBertForMaskedLM:
-    torch.manual_seed(0)
-    cfg = MmBertConfig(
-        vocab_size=8192,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=3,
-        num_attention_heads=2,
+    """The sample tokenizer's vocabulary (the checkpoint names it), mmBERT's window and RoPE bases."""
+    return make_model(
+        **TINY,
+        local_attention=128,
+        attn_backend="auto",
         global_rope_theta=160_000.0,
         local_rope_theta=160_000.0,
     )
-    return MmBertForMaskedLM(cfg).eval()
 
 
 def _lightning_checkpoint(net: MmBertForMaskedLM, path) -> None:

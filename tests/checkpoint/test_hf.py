@@ -10,6 +10,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
+from helpers import SMALL, TINY_DIMS, tiny_config
 from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForMaskedLM, AutoTokenizer, ModernBertConfig, ModernBertForMaskedLM
@@ -19,6 +20,24 @@ from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]  # ids 0..4 as in mmBERT's config
+# What the released mmBERT checkpoints' config.json holds besides their dimensions and RoPE bases.
+MMBERT_FIELDS: dict[str, object] = {
+    "model_type": "modernbert",
+    "architectures": ["ModernBertForMaskedLM"],
+    "pad_token_id": 0,
+    "eos_token_id": 1,
+    "sep_token_id": 1,
+    "cls_token_id": 1,
+    "bos_token_id": 2,
+    "mask_token_id": 4,
+    "global_attn_every_n_layers": 3,
+    "local_attention": 128,
+    "norm_eps": 1e-5,
+    "norm_bias": False,
+    "max_position_embeddings": 8192,
+    "classifier_pooling": "mean",
+    "tie_word_embeddings": True,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -30,13 +49,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
 def hf_modernbert(seed: int = 0, **overrides: object) -> ModernBertForMaskedLM:
     """transformers' model with mmBERT's options, configured independently of mmbert.checkpoint.hf_config."""
     fields: dict[str, object] = dict(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        local_attention=8,
-        global_attn_every_n_layers=3,
+        **TINY_DIMS,
         global_rope_theta=160000.0,
         local_rope_theta=160000.0,
         pad_token_id=0,
@@ -106,15 +119,7 @@ def test_set_rope_theta_matches_transformers_at_the_new_theta() -> None:
 
 @pytest.mark.slow
 def test_padded_logits_equal_transformers_at_mmbert_small_dims() -> None:
-    hf_model = hf_modernbert(
-        vocab_size=256000,
-        hidden_size=384,
-        intermediate_size=1152,
-        num_hidden_layers=22,
-        num_attention_heads=6,
-        local_attention=128,
-        initializer_cutoff_factor=2.0,
-    )
+    hf_model = hf_modernbert(**SMALL, local_attention=128, initializer_cutoff_factor=2.0)
     model = from_hf(hf_model)
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(140.9e6, rel=1e-3)
     for theta in (10000.0, 160000.0):
@@ -141,33 +146,9 @@ def test_round_trips_reproduce_every_tensor() -> None:
 
 
 def test_hf_config_dict_writes_every_mmbert_field() -> None:
-    cfg = MmBertConfig(
-        vocab_size=256000,
-        hidden_size=384,
-        num_attention_heads=6,
-        global_rope_theta=160000.0,
-        local_rope_theta=160000.0,
-    )
+    cfg = MmBertConfig(**SMALL, global_rope_theta=160000.0, local_rope_theta=160000.0)
     d = hf_config_dict(cfg)
-    expected = {
-        "model_type": "modernbert",
-        "architectures": ["ModernBertForMaskedLM"],
-        "pad_token_id": 0,
-        "eos_token_id": 1,
-        "sep_token_id": 1,
-        "cls_token_id": 1,
-        "bos_token_id": 2,
-        "mask_token_id": 4,
-        "global_attn_every_n_layers": 3,
-        "local_attention": 128,
-        "global_rope_theta": 160000.0,
-        "local_rope_theta": 160000.0,
-        "norm_eps": 1e-5,
-        "norm_bias": False,
-        "max_position_embeddings": 8192,
-        "classifier_pooling": "mean",
-        "tie_word_embeddings": True,
-    }
+    expected = MMBERT_FIELDS | {"global_rope_theta": 160000.0, "local_rope_theta": 160000.0}
     assert {k: d[k] for k in expected} == expected
     assert d["layer_types"][:4] == [
         "full_attention",
@@ -198,11 +179,7 @@ def test_hf_config_dict_writes_every_mmbert_field() -> None:
     ],
 )
 def test_config_from_hf_dict_rejects_unsupported(change: dict, field: str) -> None:
-    d = hf_config_dict(
-        MmBertConfig(
-            vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=4, num_attention_heads=2
-        )
-    )
+    d = hf_config_dict(tiny_config(local_attention=128, attn_backend="auto"))
     with pytest.raises(ValueError, match=field):
         config_from_hf_dict(d | change)
 
@@ -388,8 +365,7 @@ def test_export_is_for_inference_and_reads_back_with_the_projects_training_flags
 # config.json as transformers 4.x writes it for the released mmBERT checkpoints (mmBERT's fields, tiny dims):
 # no layer_types, no rope_parameters, and keys transformers 5 dropped.
 LEGACY_CONFIG: dict[str, object] = {
-    "architectures": ["ModernBertForMaskedLM"],
-    "model_type": "modernbert",
+    **MMBERT_FIELDS,
     "transformers_version": "4.48.0",
     "torch_dtype": "float32",
     "vocab_size": 300,
@@ -397,21 +373,8 @@ LEGACY_CONFIG: dict[str, object] = {
     "intermediate_size": 48,
     "num_hidden_layers": 4,
     "num_attention_heads": 2,
-    "pad_token_id": 0,
-    "eos_token_id": 1,
-    "sep_token_id": 1,
-    "cls_token_id": 1,
-    "bos_token_id": 2,
-    "mask_token_id": 4,
-    "global_attn_every_n_layers": 3,
-    "local_attention": 128,
     "global_rope_theta": 160000,
     "local_rope_theta": 160000,
-    "norm_eps": 1e-05,
-    "norm_bias": False,
-    "max_position_embeddings": 8192,
-    "classifier_pooling": "mean",
-    "tie_word_embeddings": True,
     "hidden_activation": "gelu",
     "attention_dropout": 0.0,
     "sparse_prediction": False,
@@ -441,14 +404,8 @@ def write_folder(folder: Path, config: dict[str, object], model: MmBertForMasked
 
 @pytest.mark.parametrize("layout", ["legacy", "transformers5"])
 def test_either_config_layout_loads_with_mmberts_attention_pattern(tmp_path: Path, layout: str) -> None:
-    expected = MmBertConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=2,
-        global_rope_theta=160000.0,
-        local_rope_theta=160000.0,
+    expected = tiny_config(
+        local_attention=128, attn_backend="auto", global_rope_theta=160000.0, local_rope_theta=160000.0
     )
     torch.manual_seed(0)
     model = MmBertForMaskedLM(expected).eval()

@@ -261,16 +261,8 @@ def test_cli_merges_without_littering(family, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # Lightning checkpoints, per the training contract: "net." + HF names, tied decoder, mmbert_config/_tokenizer.
 
-MM_CONFIG = MmBertConfig(
-    vocab_size=96,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    local_attention=16,
-    global_attn_every_n_layers=2,
-    max_position_embeddings=64,
-)
+# The HF family's architecture in this project's config (ARCH's token ids are MmBertConfig's defaults).
+MM_CONFIG = MmBertConfig(**ARCH)
 
 
 def _to_ckpt(folder: Path, path: Path, tokenizer: str | None = None, edit=None) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_config
 
 import mmbert.model.attention as attention
 from mmbert.errors import AttentionBackendError
-from mmbert.model import MmBertConfig, MmBertForMaskedLM, SdpaLayout, packed_attention, select_attn_backend
+from mmbert.model import MmBertForMaskedLM, SdpaLayout, packed_attention, select_attn_backend
 from mmbert.model.layers import MmBertAttention, PackedBatch
 from mmbert.model.rope import apply_rope_to_qkv, positions_in_documents, rope_cos_sin
 
@@ -91,15 +92,7 @@ def test_layout_rejects_other_windows_and_token_counts() -> None:
 
 
 def test_attention_module_only_local_layers_are_windowed() -> None:
-    cfg = MmBertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        local_attention=8,
-        global_attn_every_n_layers=2,
-    )
+    cfg = tiny_config(vocab_size=100, num_hidden_layers=2, global_attn_every_n_layers=2, attn_backend="auto")
     lengths = [40]
     cu = cu_seqlens(lengths)
     pos = positions_in_documents(cu, 40)
@@ -150,15 +143,9 @@ def test_backend_selection_follows_availability(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_model_with_unavailable_backend_raises_clearly() -> None:
-    cfg = MmBertConfig(
-        vocab_size=100,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        attn_backend="flash",
+    model = MmBertForMaskedLM(
+        tiny_config(vocab_size=100, num_hidden_layers=2, local_attention=128, attn_backend="flash")
     )
-    model = MmBertForMaskedLM(cfg)
     with pytest.raises(AttentionBackendError, match="attn_backend='flash' needs a CUDA device"):
         model(torch.randint(5, 100, (10,)), torch.tensor([0, 10], dtype=torch.int32))
 
@@ -182,13 +169,8 @@ def _gpu_backend_vs_sdpa(backend: str) -> None:
 
 def _gpu_model_backend_vs_sdpa(backend: str) -> None:
     torch.manual_seed(0)
-    cfg = MmBertConfig(
-        vocab_size=1000,
-        hidden_size=256,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        attn_backend="sdpa",
+    cfg = tiny_config(
+        vocab_size=1000, hidden_size=256, intermediate_size=384, num_attention_heads=4, local_attention=128
     )
     model = MmBertForMaskedLM(cfg).cuda()
     ids = torch.randint(5, 1000, (sum(GPU_LENGTHS),), device="cuda")

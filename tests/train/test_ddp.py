@@ -13,9 +13,8 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from helpers import TINY, FixedSteps
+from helpers import TINY, FixedSteps, fit_on_cpu, sample_batches
 
-from mmbert.data import MLMDataModule, SampleMix
 from mmbert.train import MLMModule
 
 
@@ -54,38 +53,20 @@ class _SaveWeights(L.Callback):
             torch.save({"state": pl_module.net.state_dict(), "tokens_seen": pl_module.tokens_seen}, self.path)
 
 
-def _batches(n: int) -> list[dict]:
-    dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_device=2, tau=0.7, mask_ratio=0.3)
-    dm.setup("fit")
-    it = dm.train_batches()
-    return [next(it) for _ in range(n)]
-
-
 def _fit(
     batches: list[dict], devices: int, out: Path, module_cls=MLMModule, max_steps: int = 2, **kw
 ) -> dict:
     L.seed_everything(0)
     module = module_cls(model_config=TINY, optimizer=functools.partial(torch.optim.SGD, lr=0.5), **kw)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp_spawn" if devices > 1 else "auto",
-        max_steps=max_steps,
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[_SaveWeights(out), _RecordSteps(out)],
-    )
-    trainer.fit(module, datamodule=FixedSteps(batches))
+    strategy = "ddp_spawn" if devices > 1 else "auto"
+    callbacks = [_SaveWeights(out), _RecordSteps(out)]
+    fit_on_cpu(module, FixedSteps(batches), max_steps, devices, strategy, callbacks)
     return torch.load(out, weights_only=True)
 
 
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    batches = _batches(4)
+    batches = sample_batches(4)
     start = _fit(batches, devices=1, out=tmp_path / "one.pt")  # two optimizer steps either way
     two = _fit(batches, devices=2, out=tmp_path / "two.pt")
     assert two["tokens_seen"] == start["tokens_seen"] == sum(int(b["num_tokens"]) for b in batches)
@@ -99,7 +80,7 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
 
 @pytest.mark.slow
 def test_a_non_finite_loss_on_one_rank_is_skipped_on_both(tmp_path):
-    batches = _batches(6)
+    batches = sample_batches(6)
     _fit(batches, 2, tmp_path / "skip.pt", _NaNOnRankOne, max_steps=2, on_nonfinite="skip")  # no hang
     ranks = [torch.load(tmp_path / f"skip-rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"steps": [1, 1, 2], "skipped": 1}, "the same step skipped on both"

@@ -18,10 +18,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import TINY, FixedSteps, free_port, torchrun_env
+from helpers import TINY, FixedSteps, fit_on_cpu, free_port, sample_batches, torchrun_env
 from torch import nn
 
-from mmbert.data import MLMDataModule, SampleMix
 from mmbert.train import MLMModule
 from mmbert.train.optim import StableAdamW, param_groups
 from mmbert.train.strategies import FSDP2Strategy, fsdp_strategy
@@ -200,31 +199,11 @@ class _ShardedMLM(MLMModule):
             parallelize(self.net)
 
 
-def _mlm_batches() -> list[dict]:
-    dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_device=2, tau=0.7, mask_ratio=0.3)
-    dm.setup("fit")
-    it = dm.train_batches()
-    return [next(it) for _ in range(MICRO * LIGHTNING_STEPS)]
-
-
 def _fit(strategy, devices: int, batches: list[dict]) -> tuple[MLMModule, L.Trainer]:
     L.seed_everything(0)
     optimizer = functools.partial(StableAdamW, lr=1e-2, betas=BETAS, eps=EPS, weight_decay=WD)
     module = _ShardedMLM(model_config=TINY, optimizer=optimizer)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy=strategy,
-        max_steps=LIGHTNING_STEPS,
-        use_distributed_sampler=False,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, datamodule=FixedSteps(batches, MICRO))
-    return module, trainer
+    return module, fit_on_cpu(module, FixedSteps(batches, MICRO), LIGHTNING_STEPS, devices, strategy)
 
 
 def _lightning_worker(rank: int, port: int, out: str, batches: list[dict], checkpointing: bool) -> None:
@@ -266,7 +245,7 @@ def test_fsdp_version_2_translates_the_fsdp1_options():
 @pytest.mark.slow
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "activation_checkpointing"])
 def test_fsdp2_strategy_trains_like_one_process(tmp_path, checkpointing):
-    batches = _mlm_batches()
+    batches = sample_batches(MICRO * LIGHTNING_STEPS)
     one, _ = _fit("auto", 1, batches)  # all MICRO micro-batches of a step on one process
     out = tmp_path / "fsdp2.pt"
     mp.spawn(_lightning_worker, args=(free_port(), str(out), batches, checkpointing), nprocs=WORLD)

@@ -7,13 +7,13 @@ import functools
 import lightning as L
 import pytest
 import torch
+from helpers import TINY, fit_on_cpu
 from torch.utils.data import DataLoader
 
 from mmbert.data import MLMDataModule, SampleMix
 from mmbert.data.batch import StepBatch, assemble, split_rows
 from mmbert.train import BatchSizeWarmup, MLMModule
 
-TINY = dict(vocab_size=8192, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=2)
 SEQ = 64
 
 
@@ -53,11 +53,7 @@ class _Steps(L.LightningDataModule):
 def _train(steps: list[StepBatch]) -> tuple[dict, MLMModule]:
     L.seed_everything(0)
     module = MLMModule(model_config=TINY, optimizer=functools.partial(torch.optim.SGD, lr=0.5))
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=len(steps), limit_val_batches=0, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )  # fmt: skip
-    trainer.fit(module, datamodule=_Steps([steps]))
+    fit_on_cpu(module, _Steps([steps]), len(steps))
     return module.net.state_dict(), module
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import logged
+from helpers import SMALL, logged
 
 from mmbert.model import MmBertConfig
 from mmbert.train.run import run
@@ -21,9 +21,7 @@ def test_flops_per_token_at_exact_points():
     assert flops_per_token(TINY, 1024, 0.0) - flops_per_token(TINY, 128, 0.0) == 3 * 4 * 128 * 2 * (
         1024 - 128
     ) + (3 * 4 * 128 * 4 * (129 - 128))
-    small = MmBertConfig(vocab_size=256000, hidden_size=384, intermediate_size=1152, num_hidden_layers=22,
-                         num_attention_heads=6)  # fmt: skip
-    assert flops_per_token(small, 1024, 0.3) == pytest.approx(476_317_900.8)
+    assert flops_per_token(MmBertConfig(**SMALL), 1024, 0.3) == pytest.approx(476_317_900.8)
 
 
 @pytest.mark.parametrize(

@@ -62,30 +62,25 @@ def select_attn_backend(requested: str, device: torch.device, dtype: torch.dtype
         if cuda and half and not dropout and torch_varlen_supports_window():
             return "varlen"
         return "sdpa"
-    if requested == "flash":
-        if not cuda:
-            raise AttentionBackendError(f"attn_backend='flash' needs a CUDA device, got {device.type}")
-        if not flash_attn_importable():
-            raise AttentionBackendError(
-                "attn_backend='flash' needs the flash_attn package (pip install flash-attn)"
-            )
-        if not half:
-            raise AttentionBackendError(
-                f"attn_backend='flash' needs fp16/bf16 activations (autocast), got {dtype}"
-            )
-    if requested == "varlen":
-        if not cuda:
-            raise AttentionBackendError(f"attn_backend='varlen' needs a CUDA device, got {device.type}")
-        if not torch_varlen_supports_window():
-            raise AttentionBackendError(
-                f"attn_backend='varlen': torch {torch.__version__} has no varlen_attn with window_size"
-            )
-        if not half:
-            raise AttentionBackendError(
-                f"attn_backend='varlen' needs fp16/bf16 activations (autocast), got {dtype}"
-            )
-        if dropout:
-            raise AttentionBackendError("attn_backend='varlen' does not support attention_dropout > 0")
+    if requested == "sdpa":
+        return requested
+    # flash and varlen: CUDA kernels for half-precision activations, each with its own requirement.
+    if not cuda:
+        raise AttentionBackendError(f"attn_backend={requested!r} needs a CUDA device, got {device.type}")
+    if requested == "flash" and not flash_attn_importable():
+        raise AttentionBackendError(
+            "attn_backend='flash' needs the flash_attn package (pip install flash-attn)"
+        )
+    if requested == "varlen" and not torch_varlen_supports_window():
+        raise AttentionBackendError(
+            f"attn_backend='varlen': torch {torch.__version__} has no varlen_attn with window_size"
+        )
+    if not half:
+        raise AttentionBackendError(
+            f"attn_backend={requested!r} needs fp16/bf16 activations (autocast), got {dtype}"
+        )
+    if requested == "varlen" and dropout:
+        raise AttentionBackendError("attn_backend='varlen' does not support attention_dropout > 0")
     return requested
 
 

@@ -73,8 +73,7 @@ class MmBertModel(nn.Module):
 
     def __init__(self, config: MmBertConfig | Mapping[str, Any]) -> None:
         super().__init__()
-        config = MmBertConfig.coerce(config)
-        self.config = config
+        self.config = config = MmBertConfig.coerce(config)
         self.embeddings = MmBertEmbeddings(config)
         self.layers = nn.ModuleList(MmBertEncoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.final_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, bias=False)
@@ -104,11 +103,7 @@ class MmBertModel(nn.Module):
     ) -> Tensor:
         """Hidden states [T, H] for packed input_ids [T], or [B, L, H] (zeros at padding) for [B, L]."""
         if input_ids.dim() == 2:
-            if cu_seqlens is not None:
-                raise ValueError(
-                    "cu_seqlens is for packed 1-D input_ids; padded [B, L] input takes attention_mask"
-                )
-            unpadded = _unpad_inputs(input_ids, attention_mask)
+            unpadded = _unpad_inputs(input_ids, cu_seqlens, attention_mask)
             hidden_TH = self.forward_packed(
                 unpadded.pack(input_ids), unpadded.cu_seqlens_N1, unpadded.max_seqlen
             )
@@ -161,9 +156,9 @@ class MmBertForMaskedLM(nn.Module):
 
     def __init__(self, config: MmBertConfig | Mapping[str, Any]) -> None:
         super().__init__()
-        config = MmBertConfig.coerce(config)
-        self.config = config
         self.model = MmBertModel(config)
+        # The encoder's config object itself: set_rope_theta changes what the encoder reads.
+        self.config = config = self.model.config
         self.head = MmBertPredictionHead(config)
         # Built on meta so that no [V, H] weight is allocated before tying it to the token embedding.
         self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta")
@@ -215,11 +210,7 @@ class MmBertForMaskedLM(nn.Module):
                 f"labels shape {tuple(labels.shape)} != input_ids shape {tuple(input_ids.shape)}"
             )
         if input_ids.dim() == 2:
-            if cu_seqlens is not None:
-                raise ValueError(
-                    "cu_seqlens is for packed 1-D input_ids; padded [B, L] input takes attention_mask"
-                )
-            unpadded = _unpad_inputs(input_ids, attention_mask)
+            unpadded = _unpad_inputs(input_ids, cu_seqlens, attention_mask)
             labels_T = None
             if labels is not None:
                 on_padding = (
@@ -283,7 +274,12 @@ def _trunc_normal(weight: Tensor, cfg: MmBertConfig, std: float) -> None:
     nn.init.trunc_normal_(weight, mean=0.0, std=std, a=-cut, b=cut)
 
 
-def _unpad_inputs(input_ids_BL: Tensor, attention_mask_BL: Tensor | None) -> Unpadded:
+def _unpad_inputs(
+    input_ids_BL: Tensor, cu_seqlens: Tensor | None, attention_mask_BL: Tensor | None
+) -> Unpadded:
+    """The padded path's checks and unpadding, shared by MmBertModel and MmBertForMaskedLM."""
+    if cu_seqlens is not None:
+        raise ValueError("cu_seqlens is for packed 1-D input_ids; padded [B, L] input takes attention_mask")
     if attention_mask_BL is None:
         attention_mask_BL = torch.ones_like(input_ids_BL, dtype=torch.bool)
     elif attention_mask_BL.shape != input_ids_BL.shape:

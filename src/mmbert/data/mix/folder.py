@@ -24,8 +24,7 @@ from mmbert.data.counts import (
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mix.base import Doc, MixSpec, Source
 from mmbert.data.mix.layout import data_files, discover_languages
-from mmbert.data.mix.settings import as_list, check_counts
-from mmbert.data.paths import resolve_path
+from mmbert.data.mix.settings import as_list, check_counts, mix_root
 from mmbert.data.readers import Block, SkipCounter, decode_record, file_format, iter_blocks
 from mmbert.data.tokenizer import load_tokenizer
 from mmbert.errors import DataError
@@ -71,9 +70,7 @@ class FolderMix(MixSpec):
         count_tokens: str = ESTIMATE,
         sample_bytes: int = SAMPLE_BYTES,
     ) -> None:
-        if path is None or str(path) in ("", "???"):
-            raise DataError("data_mix.path is not set (data_mix=folder data_mix.path=DIR)")
-        self.root = resolve_path(path)
+        self.root = mix_root(path, "folder")
         self.name = name or self.root.name
         self.tokenizer = tokenizer
         self.text_field = text_field

@@ -14,7 +14,7 @@ from mmbert.data.langcodes import normalize_language
 from mmbert.data.mds import MdsShard, ShardReader, find_shards, read_column
 from mmbert.data.mix.base import Doc, MixSpec, Source
 from mmbert.data.mix.count_meaning import AVAILABLE, CountMeaning
-from mmbert.data.mix.settings import as_list, check_counts
+from mmbert.data.mix.settings import as_list, check_counts, mix_root
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import Block, SkipCounter
 from mmbert.data.tokenizer import load_tokenizer
@@ -80,9 +80,7 @@ class MdsMix(MixSpec):
         released_tau: float | None = None,
         fixed_shares: Sequence[str] | str | None = None,
     ) -> None:
-        if path is None or str(path) in ("", "???"):
-            raise DataError("data_mix.path is not set (data_mix=mds data_mix.path=DIR)")
-        self.root = resolve_path(path)
+        self.root = mix_root(path, "mds")
         self.name = name or self.root.name
         self.tokenizer = tokenizer
         self.shards = self._discover(self.root)

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from mmbert.data.paths import resolve_path
 from mmbert.errors import DataError
+
+
+def mix_root(path: str | None, kind: str) -> Path:
+    """The folder of a mix read from disk, resolved; ``kind`` is its ``data_mix`` choice, for the error."""
+    if path is None or str(path) in ("", "???"):
+        raise DataError(f"data_mix.path is not set (data_mix={kind} data_mix.path=DIR)")
+    return resolve_path(path)
 
 
 def as_list(value: Iterable[str] | str | None) -> list[str] | None:
