@@ -23,7 +23,12 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from mmbert.checkpoint import flexbert
+from mmbert.checkpoint.flexbert import (
+    composer_hf_config,
+    composer_tokenizer_files,
+    config_from_flexbert,
+    project_state,
+)
 from mmbert.checkpoint.formats import (
     CONFIG_FILE,
     LIGHTNING_PREFIX,
@@ -302,18 +307,16 @@ class TorchFileReader(CheckpointReader):
         return state
 
     def _composer(self, checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
-        state = flexbert.project_state(checkpoint["state"]["model"], str(self.path))
-        self._tokenizer_files = flexbert.composer_tokenizer_files(checkpoint)
-        hf_config = flexbert.composer_hf_config(checkpoint)
+        state = project_state(checkpoint["state"]["model"], str(self.path))
+        self._tokenizer_files = composer_tokenizer_files(checkpoint)
+        hf_config = composer_hf_config(checkpoint)
         if hf_config is None:
             self.config_problem = (
                 "this Composer checkpoint carries no FlexBERT config (state['integrations']); give one "
                 "(e.g. --config jhu-clsp/mmBERT-base for a base-sized checkpoint)"
             )
         else:
-            self.model_config = flexbert.config_from_flexbert(
-                hf_config, source=f"{self.path} (FlexBERT config)"
-            )
+            self.model_config = config_from_flexbert(hf_config, source=f"{self.path} (FlexBERT config)")
         return state
 
     def read(self, name: str, rows: Rows = None) -> Tensor:
