@@ -12,6 +12,8 @@ import torch.multiprocessing as mp
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from helpers import free_port, leave_process_group
+
 from mmbert.data import MLMDataModule, SampleMix
 
 
@@ -42,13 +44,15 @@ def run_rank(rank: int, world: int, port: int, out: str) -> None:
         again = [unmasked(next(it2)) for _ in range(6)]
         torch.save({"rank": dm.rank, "ranks_in_state": len(state["ranks"]), "before": before, "after": after,
                     "again": again}, Path(out) / f"rank{rank}.pt")  # fmt: skip
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 @pytest.mark.slow
 def test_two_ranks_get_different_data_and_resume_exactly(tmp_path: Path) -> None:
-    port = 29500 + os.getpid() % 1000
+    port = free_port()
     mp.spawn(run_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
     assert [x["rank"] for x in r] == [0, 1] and all(x["ranks_in_state"] == 2 for x in r)

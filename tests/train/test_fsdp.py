@@ -11,14 +11,13 @@ clipping triggers and the shards' statistics differ.
 from __future__ import annotations
 
 import functools
-import os
 
 import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from helpers import TINY, FixedSteps, fit_on_cpu, free_port, sample_batches, torchrun_env
+from helpers import TINY, FixedSteps, fit_on_cpu, free_port, leave_process_group, sample_batches, torchrun_env
 from torch import nn
 
 from mmbert.train import MLMModule
@@ -138,8 +137,10 @@ def _optimizer_worker(rank: int, store: str, out: str) -> None:
             results[shape] = {"weights": full, "all_reduces": per_step, "placements": placements}
         if rank == 0:
             torch.save(results, out)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    leave_process_group()
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +224,7 @@ def _lightning_worker(rank: int, port: int, out: str, batches: list[dict], check
         record["local_rows"] = layer_weight.to_local().shape[0]
         record["rows"] = layer_weight.shape[0]
         torch.save(record, out)
-    # Both ranks tear down together, and leave without C++ static destructors: now and then (2 in ~20 runs,
-    # on a loaded machine) rank 1 aborted at exit, after its work was done, with "terminate called without
-    # an active exception" from a thread of the process groups.
-    dist.barrier()
-    dist.destroy_process_group()
-    os._exit(0)
+    leave_process_group()
 
 
 def test_fsdp_version_2_translates_the_fsdp1_options():
