@@ -1,10 +1,12 @@
 """Builders the tests share: the repository's paths, the train config as train.py composes it, tiny models,
-a fast CPU run's overrides, the sample corpus's first micro-batches, a bare CPU fit, two-process scaffolding.
+a fast CPU run's overrides, the sample corpus's first micro-batches, a raw jsonl corpus for prepare, a bare
+CPU fit, two-process scaffolding.
 Tests import it as ``helpers`` (pytest's pythonpath)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 from pathlib import Path
@@ -80,6 +82,24 @@ def sample_batches(n: int) -> list[dict]:
     dm.setup("fit")
     it = dm.train_batches()
     return [next(it) for _ in range(n)]
+
+
+def write_many_files(root: Path, n_files: int) -> list[str]:
+    """A folder of real text in ``n_files`` jsonl files; the usable documents' texts (bad lines among them)."""
+    texts = SampleMix(subset="decay-all").train_source("eng_Latn").first_docs(10**9)
+    usable = []
+    folder = root / "eng_Latn" / "train"
+    folder.mkdir(parents=True)
+    for f in range(n_files):
+        lines = []
+        for j in range(300):
+            t = f"{f}-{j} " + " ".join(texts[(f * 300 + j + k) % len(texts)] for k in range(6))
+            lines.append(json.dumps({"text": t}))
+            usable.append(t)
+        lines.insert(7, "not json")
+        lines.insert(9, json.dumps({"text": "   "}))
+        (folder / f"{f:03d}.jsonl").write_text("\n".join(lines) + "\n")
+    return usable
 
 
 def fit_on_cpu(

@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import REPO
+from helpers import REPO, write_many_files
 
 from mmbert.cli.prepare import main, parse_args
 from mmbert.data import FolderMix, MdsMix, MLMDataModule, SampleMix
@@ -197,24 +197,6 @@ def test_bad_settings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -
         main([f"out={tmp_path}", f"source={tmp_path / 'missing'}"])
     assert exit_.value.code == 2
     assert "is not a folder" in capsys.readouterr().err
-
-
-def write_many_files(root: Path, n_files: int) -> list[str]:
-    """A folder of real text in ``n_files`` jsonl files; the usable documents' texts (bad lines among them)."""
-    texts = SampleMix(subset="decay-all").train_source("eng_Latn").first_docs(10**9)
-    usable = []
-    folder = root / "eng_Latn" / "train"
-    folder.mkdir(parents=True)
-    for f in range(n_files):
-        lines = []
-        for j in range(300):
-            t = f"{f}-{j} " + " ".join(texts[(f * 300 + j + k) % len(texts)] for k in range(6))
-            lines.append(json.dumps({"text": t}))
-            usable.append(t)
-        lines.insert(7, "not json")
-        lines.insert(9, json.dumps({"text": "   "}))
-        (folder / f"{f:03d}.jsonl").write_text("\n".join(lines) + "\n")
-    return usable
 
 
 @pytest.mark.slow

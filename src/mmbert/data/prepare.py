@@ -23,7 +23,7 @@ Every core works (``workers``, default all): each input file is one task of a pr
 batches of ``batch`` documents with one thread per process. A progress bar shows input bytes, documents,
 tokens/s and the ETA. Resumable: a part is written to ``<lang>/.<part>.tmp`` and renamed when complete, so a
 run killed at any moment (even ``SIGKILL``) and started again redoes only unfinished parts and ends with
-every usable document exactly once.
+every usable document exactly once; the pool's processes die with the run (:mod:`mmbert.data.workers`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ from mmbert.data.mix.layout import data_files, discover_languages, has_language_
 from mmbert.data.paths import resolve_path
 from mmbert.data.readers import SkipCounter, file_format
 from mmbert.data.tokenizer import encode_bodies, load_tokenizer
+from mmbert.data.workers import die_with_parent
 from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,7 @@ _TOK: Any = None
 
 def _init_worker(tokenizer: str) -> None:
     global _TOK
+    die_with_parent()  # a killed driver leaves no worker tokenizing for nobody
     os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one core per process: the pool uses the others
     _TOK = load_tokenizer(tokenizer)
 
@@ -294,7 +297,9 @@ def _input_bytes(task: Task, cfg: PrepareConfig) -> int:
 def _run_pool(todo: list[Task], cfg: PrepareConfig, workers: int, bar: Any, sizes: dict[Task, int]) -> None:
     # fork: workers start in milliseconds (spawn re-imports torch); the parent has tokenized nothing
     ctx = mp.get_context("fork" if sys.platform == "linux" else "spawn")
-    manager = ctx.Manager()
+    # The manager serves the progress queue for ever unless told to stop: it too must die with the driver.
+    manager = SyncManager(ctx=ctx)
+    manager.start(die_with_parent)
     progress = manager.Queue()
     docs = tokens = 0
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from mmbert.data.batch import StepBatch, assemble, split_rows
 from mmbert.data.masking import Masker
 from mmbert.data.resume import portable
 from mmbert.data.rows import PackedRowDataset, PipelineConfig, identity
+from mmbert.data.workers import die_with_parent
 
 
 def mask_rng(seed: int, rank: int) -> np.random.Generator:
@@ -54,7 +55,7 @@ class TrainStream:
         )
         loader = DataLoader(
             dataset, batch_size=None, num_workers=num_workers, collate_fn=identity,
-            prefetch_factor=prefetch if num_workers else None,
+            prefetch_factor=prefetch if num_workers else None, worker_init_fn=die_with_parent,
         )  # fmt: skip
         self._rows = iter(loader)
         self.generation += 1
