@@ -1,5 +1,6 @@
 """train.py as users run it, in subprocesses: multirun sweeps, two DDP processes, a run killed with SIGKILL
-mid-training and one stopped with SIGTERM, each resuming to the same losses as an uninterrupted one."""
+mid-training and one stopped with SIGTERM, each resuming to the same losses as an uninterrupted one; a
+run's output holds no advertising tips."""
 
 from __future__ import annotations
 
@@ -165,3 +166,11 @@ def test_sigterm_to_train_py_writes_last_ckpt_exits_nonzero_and_resumes_exactly(
     a, b = _losses(straight), _losses(resumed)
     assert sorted(b) == list(range(step, 16))
     assert all(a[s] == b[s] for s in b), [(s, a[s], b[s]) for s in b]
+
+
+def test_a_run_logs_no_lightning_tips(tmp_path):
+    # Lightning advertises its cloud services ("💡 Tip: ... try installing litlogger") once per trainer.
+    proc = _train(tmp_path, "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'run'}")
+    for text in (proc.stdout, proc.stderr, (tmp_path / "run" / "train.log").read_text()):
+        assert "Tip:" not in text and "litlogger" not in text and "litmodels" not in text
+    assert "Trainer.fit" in proc.stderr + proc.stdout, "the output checked is Lightning's"

@@ -15,6 +15,7 @@ from mmbert.checkpoint.formats import (
     is_hub_name,
 )
 from mmbert.checkpoint.loading import (
+    check_shapes,
     check_state,
     load_model,
     load_weights_strict,
@@ -50,6 +51,7 @@ __all__ = [
     "SafetensorsFileReader",
     "TensorInfo",
     "TorchFileReader",
+    "check_shapes",
     "check_state",
     "find_tokenizer_files",
     "is_hub_name",

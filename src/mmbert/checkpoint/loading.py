@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,21 +29,28 @@ def _names(names: list[str]) -> str:
     return f"[{shown}{f', ... ({len(names) - 8} more)' if len(names) > 8 else ''}]"
 
 
-def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Tensor], source: str) -> None:
-    """Every expected tensor present (the tied decoder may be left out), none unexpected, every shape right,
-    and a decoder that is given equal to the embedding; errors name the tensors."""
-    missing = sorted(set(expected) - set(state) - {TIED_KEY})
-    unexpected = sorted(set(state) - set(expected))
+def check_shapes(
+    expected: Mapping[str, tuple[int, ...]], shapes: Mapping[str, Sequence[int]], source: str
+) -> None:
+    """Every expected tensor present (the tied decoder may be left out), none unexpected, every shape right;
+    errors name the first tensor at fault. Shapes only, so a lazily opened checkpoint is checked unread."""
+    missing = sorted(set(expected) - set(shapes) - {TIED_KEY})
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"state dict from {source} does not match the model: missing {_names(missing)}, "
             f"unexpected {_names(unexpected)}"
         )
-    for key, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[key]):
+    for key, shape in shapes.items():
+        if tuple(shape) != tuple(expected[key]):
             raise CheckpointError(
-                f"{key} from {source} has shape {tuple(tensor.shape)}, the model needs {tuple(expected[key])}"
+                f"{key} from {source} has shape {tuple(shape)}, the model needs {tuple(expected[key])}"
             )
+
+
+def check_state(expected: Mapping[str, tuple[int, ...]], state: Mapping[str, Tensor], source: str) -> None:
+    """:func:`check_shapes`, and a decoder that is given equal to the embedding."""
+    check_shapes(expected, {key: tensor.shape for key, tensor in state.items()}, source)
     if TIED_KEY in state and not torch.equal(state[TIED_KEY], state[EMBEDDING_KEY]):
         raise CheckpointError(
             f"{TIED_KEY} from {source} differs from {EMBEDDING_KEY}: untied decoders are unsupported"

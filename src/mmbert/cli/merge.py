@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from mmbert.cli.conf import CONF_DIR
 from mmbert.cli.errors import user_errors
+from mmbert.cli.overrides import check_override_keys
 from mmbert.merge import MergeConfig, refuse_other_methods_keys, run_merge
 
 
@@ -24,9 +25,11 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    # Before Hydra composes: a key of another method is named in one line with the method it does not fit.
+    # Before Hydra composes: a key of another method is named in one line with the method it does not fit,
+    # a misspelt key with the closest one.
     with user_errors("merge.py"):
         refuse_other_methods_keys(sys.argv[1:], Path(CONF_DIR))
+        check_override_keys(CONF_DIR, "merge")
     _app()
 
 

@@ -36,13 +36,16 @@ from pathlib import Path
 from types import FrameType
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig
 
-from mmbert.checkpoint import Format, safe_torch_load
+from mmbert.checkpoint import Format, check_shapes, open_reader, safe_torch_load
+from mmbert.errors import CheckpointNotFoundError
+from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,23 @@ def resume_path(cfg: DictConfig) -> str | None:
         log.info("requeued SLURM job: resuming from %s", found)
         return str(found)
     return None
+
+
+def check_resume_fits(ckpt_path: str | None, model_config: MmBertConfig) -> None:
+    """CheckpointError naming the first tensor of ``ckpt_path`` whose shape is not the configured model's
+    (a checkpoint of another model size), read lazily: the file's tensor shapes, the model's on meta.
+    A folder (FSDP's sharded checkpoint) is left to Lightning."""
+    if ckpt_path is None or Path(ckpt_path).is_dir():
+        return
+    if not Path(ckpt_path).is_file():
+        raise CheckpointNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint")
+    reader = open_reader(Path(ckpt_path))
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in MmBertForMaskedLM(model_config).state_dict().items()}
+        check_shapes(expected, {k: t.shape for k, t in reader.tensors.items()}, f"ckpt_path={ckpt_path}")
+    finally:
+        reader.close()
 
 
 def requeued_resume_path(checkpoint_dir: str | Path) -> Path | None:

@@ -18,7 +18,7 @@ from mmbert.data import load_tokenizer
 from mmbert.errors import ConfigError, DataError
 from mmbert.train.config import RunShape, scaled_tokens, validate
 from mmbert.train.init import init_tokenizer_source
-from mmbert.train.resume import AtomicCheckpointIO, resume_path, under_slurm
+from mmbert.train.resume import AtomicCheckpointIO, check_resume_fits, resume_path, under_slurm
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ def check_init_tokenizer(init_from: str, tokenizer, tokenizer_name: str) -> None
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     shape = validate(cfg)
     check_cpu_memory(cfg)
+    model_config = hydra.utils.instantiate(cfg.model.config)
+    # A checkpoint of another model size fails here, in one line, rather than after the data is set up.
+    check_resume_fits(resume_path(cfg), model_config)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = hydra.utils.instantiate(
@@ -95,7 +98,6 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     if cfg.model.init_from:
         check_init_tokenizer(str(cfg.model.init_from), datamodule.tokenizer, datamodule.tokenizer_name)
 
-    model_config = hydra.utils.instantiate(cfg.model.config)
     module = hydra.utils.instantiate(
         cfg.module,
         model_config=model_config,
@@ -109,6 +111,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
         # Lightning refuses a progress-bar callback when the bar is disabled.
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     loggers = _instantiate_group(cfg.get("logger"))
+    _quiet_lightning_tips()
     _log_plan(cfg, shape)
     # One Lightning batch is one optimizer step (MLMModule steps its micro-batches itself), so every
     # interval in batches is one in optimizer steps.
@@ -143,6 +146,24 @@ def _quiet_known_warnings() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
     # MLMModule steps the optimizer itself; a step checkpoint holds the weights after that step, as intended.
     warnings.filterwarnings("ignore", message=r".*ModelCheckpoint with manual optimization.*")
+
+
+class _NoTips(logging.Filter):
+    """Drops Lightning's advertising (``💡 Tip: ... try installing litlogger``), which it logs once per
+    trainer and which no setting turns off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+_NO_TIPS = _NoTips()
+
+
+def _quiet_lightning_tips() -> None:
+    # Lightning logs its tips with rank_zero_info, through one of these two loggers (whichever of
+    # lightning.pytorch and lightning.fabric set it last); a logger does not add the same filter twice.
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_NO_TIPS)
 
 
 def run(cfg: DictConfig) -> L.Trainer:
