@@ -18,8 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig
@@ -30,6 +28,7 @@ from mmbert.data import plan as plan_module
 from mmbert.data.paths import repo_root
 from mmbert.data.plan import format_plan, one_line, plan, plan_header
 from mmbert.errors import DataError
+from mmbert.train.config import compose_train as compose_train_config
 from mmbert.train.config import scaled_tokens
 
 DEFAULT_TOP = 20
@@ -76,10 +75,8 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
     conf = repo_root() / "conf"
     if not (conf / "train.yaml").is_file():
         raise DataError(f"{conf / 'train.yaml'} not found: run from a checkout, or set MMBERT_ROOT")
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-            return compose(config_name="train", overrides=list(overrides))
+        return compose_train_config(list(overrides), conf_dir=conf)
     except HydraException as e:
         raise DataError(one_line(e)) from e
 
