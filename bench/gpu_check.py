@@ -4,7 +4,9 @@
 
 Steps, in order, each in its own process with its own time limit, stopping at the first that fails:
 
-1. ``pytest -m gpu`` (flash-attn / torch varlen against SDPA in bf16, auto backend selection);
+1. ``pytest -m gpu`` (flash-attn / torch varlen against SDPA in bf16, auto backend selection). A test skipped
+   for a missing package or device counts as not run, and on a CUDA machine the step fails unless at least
+   one attention kernel (flash-attn or torch's varlen) ran and matched SDPA;
 2. ``bench/bench_model.py`` in bf16 at 1024 and 8192 tokens for small and base: the project against
    transformers' ``ModernBertForMaskedLM`` on the same documents (tokens/s, MFU, peak step memory);
 3. a 50-step ``train.py model=small trainer=gpu`` run at the real 256k vocabulary, on pre-tokenized MDS shards
@@ -26,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +36,11 @@ BENCH_CASES = [("small", 1024), ("small", 8192), ("base", 1024), ("base", 8192)]
 # Real tokens per benchmark step: one device's micro-batch of the recipe (rows_per_device x row length).
 BATCH_TOKENS = {"small": 65536, "base": 32768}
 TRAIN_STEPS = 50
+# The kernels the GPU check exists for (JUnit names): each test runs one against SDPA in bf16.
+KERNEL_TESTS = {
+    "flash-attn": "tests.model.test_attention::test_gpu_flash_matches_sdpa_bf16",
+    "torch varlen": "tests.model.test_attention::test_gpu_varlen_matches_sdpa_bf16",
+}
 
 
 class StepFailed(RuntimeError):
@@ -54,10 +62,46 @@ def _run(cmd: list[str], timeout: float, log: Path) -> None:
         raise StepFailed(f"exit status {proc.returncode} (log: {log}):\n{tail}")
 
 
+def test_outcomes(junit: Path) -> dict[str, str]:
+    """Each test's outcome from pytest's JUnit report: ``passed``, ``failed`` or ``not run: <skip reason>``.
+
+    pytest counts a skip as a success; here it is not, since a kernel skipped for a missing package was never
+    compared with anything.
+    """
+    outcomes = {}
+    for case in ET.parse(junit).iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag == "skipped":
+                outcome = f"not run: {child.get('message', '')}"
+            elif child.tag in ("failure", "error"):
+                outcome = "failed"
+        outcomes[f"{case.get('classname')}::{case.get('name')}"] = outcome
+    return outcomes
+
+
+def kernel_results(outcomes: dict[str, str], cuda: bool) -> dict[str, str]:
+    """What each attention kernel's test did; on CUDA, raises unless one of them ran and matched SDPA."""
+    kernels = {name: outcomes.get(test, "not collected") for name, test in KERNEL_TESTS.items()}
+    if cuda and "passed" not in kernels.values():
+        said = "; ".join(f"{name}: {outcome}" for name, outcome in kernels.items())
+        raise StepFailed(f"no attention kernel ran and matched SDPA ({said})")
+    return kernels
+
+
 def gpu_tests(out: Path, timeout: float, smoke: bool) -> dict:
-    log = out / "pytest_gpu.log"  # on a CPU (--cpu-smoke) every gpu test skips
-    _run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], timeout, log)
-    return {"summary": log.read_text(errors="replace").strip().splitlines()[-1]}
+    log, junit = out / "pytest_gpu.log", out / "pytest_gpu.xml"  # on a CPU (--cpu-smoke) every gpu test skips
+    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-rs", "-p", "no:cacheprovider"]
+    _run([*cmd, f"--junitxml={junit}"], timeout, log)
+    outcomes = test_outcomes(junit)
+    counts = {
+        k: sum(o.split(":")[0] == k for o in outcomes.values()) for k in ("passed", "failed", "not run")
+    }
+    return {
+        "summary": ", ".join(f"{n} {k}" for k, n in counts.items()),
+        "tests": outcomes,
+        "kernels": kernel_results(outcomes, cuda=not smoke),
+    }
 
 
 def bench(out: Path, timeout: float, smoke: bool) -> dict:
@@ -132,6 +176,10 @@ def _table(report: dict) -> str:
              "| step | status | seconds |", "|---|---|---|"]  # fmt: skip
     for name, step in report["steps"].items():
         lines.append(f"| {name} | {step['status']} | {step['seconds']:.0f} |")
+    tests = report["steps"].get("gpu_tests", {}).get("figures")
+    if tests:
+        lines += ["", f"gpu tests: {tests['summary']}", "", "| attention kernel vs SDPA (bf16) | result |",
+                  "|---|---|", *(f"| {k} | {v} |" for k, v in tests["kernels"].items())]  # fmt: skip
     bench_results = report["steps"].get("bench", {}).get("figures", {})
     if bench_results:
         lines += ["", "| size @ tokens | implementation | tokens/s (best) | MFU | peak step memory (GiB) |",

@@ -1,7 +1,9 @@
-"""bench/gpu_check.py: refuses without a GPU, and its whole plumbing runs on a CPU at toy sizes."""
+"""bench/gpu_check.py: refuses without a GPU, counts skipped tests as not run, and its whole plumbing runs on a
+CPU at toy sizes."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +13,48 @@ import torch
 from helpers import REPO
 
 SCRIPT = str(REPO / "bench" / "gpu_check.py")
+
+
+def _gpu_check():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_test_skipped_for_a_missing_package_counts_as_not_run(tmp_path):
+    (tmp_path / "test_k.py").write_text(
+        "import pytest\n"
+        "def test_flash():\n    pytest.importorskip('no_such_kernel_package')\n"
+        "def test_varlen():\n    assert True\n"
+        "def test_auto():\n    assert False\n"
+    )
+    junit = tmp_path / "out.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                    "test_k.py"], cwd=tmp_path, capture_output=True)  # fmt: skip
+    outcomes = _gpu_check().test_outcomes(junit)
+    assert outcomes == {
+        "test_k::test_flash": "not run: could not import 'no_such_kernel_package': No module named "
+        "'no_such_kernel_package'",
+        "test_k::test_varlen": "passed",
+        "test_k::test_auto": "failed",
+    }
+
+
+def test_on_cuda_the_check_fails_unless_a_kernel_ran_and_matched_sdpa():
+    gpu_check = _gpu_check()
+    flash, varlen = gpu_check.KERNEL_TESTS.values()
+    skipped = {flash: "not run: could not import 'flash_attn'", varlen: "failed"}
+    with pytest.raises(
+        gpu_check.StepFailed, match=r"no attention kernel ran.*flash-attn: not run.*varlen: failed"
+    ):
+        gpu_check.kernel_results(skipped, cuda=True)
+    assert gpu_check.kernel_results(skipped, cuda=False)["flash-attn"].startswith("not run")
+    one_ran = {flash: "not run: could not import 'flash_attn'", varlen: "passed"}
+    assert gpu_check.kernel_results(one_ran, cuda=True) == {
+        "flash-attn": "not run: could not import 'flash_attn'",
+        "torch varlen": "passed",
+    }
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU machine")
@@ -28,7 +72,11 @@ def test_cpu_smoke_runs_every_step_and_writes_the_report(tmp_path):
     assert [s["status"] for s in report["steps"].values()] == ["ok", "ok", "ok"]
     assert report["steps"]["train"]["figures"]["steps"] == 3
     assert "tiny@256" in report["steps"]["bench"]["figures"]
-    assert "| train | ok |" in (tmp_path / "gpu_check.md").read_text()
+    tests = report["steps"]["gpu_tests"]["figures"]
+    assert tests["summary"].startswith("0 passed, 0 failed, ") and len(tests["tests"]) >= 5
+    assert set(tests["kernels"].values()) == {"not run: needs a CUDA device"}
+    table = (tmp_path / "gpu_check.md").read_text()
+    assert "| train | ok |" in table and "| torch varlen | not run: needs a CUDA device |" in table
 
 
 @pytest.mark.slow
