@@ -43,6 +43,27 @@ TINY = dict(vocab_size=8192, hidden_size=64, intermediate_size=96, num_hidden_la
 # mmBERT-small's dimensions (conf/model/small.yaml); its window is MmBertConfig's default.
 SMALL = dict(vocab_size=256000, hidden_size=384, intermediate_size=1152, num_hidden_layers=22, num_attention_heads=6)  # fmt: skip
 
+# The released mmBERT training YAMLs' model_config (every key of configs/mmBERT-base*.yaml of JHU-CLSP/mmBERT;
+# the RoPE bases differ by phase) at tiny sizes, plus keys FlexBertConfig.to_dict() adds, as Composer's
+# HuggingFaceModel stores it in state["integrations"].
+FLEXBERT_CONFIG = {
+    "model_type": "flex_bert", "vocab_size": 8192, "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 4, "num_attention_heads": 2, "max_position_embeddings": 512, "padding": "unpadded",
+    "mlp_layer": "glu", "bert_layer": "prenorm", "embed_norm": True, "final_norm": True, "hidden_act": "gelu",
+    "init_method": "full_megatron", "mlp_in_bias": False, "mlp_out_bias": False, "attn_out_bias": False,
+    "attn_qkv_bias": False, "compile_model": True, "head_pred_act": "gelu", "loss_function": "fa_cross_entropy",
+    "normalization": "layernorm", "rotary_emb_dim": None, "sliding_window": 128, "attention_layer": "rope",
+    "embedding_layer": "sans_pos", "rotary_emb_base": 160000.0, "local_attn_rotary_emb_base": 10000.0,
+    "unpad_embeddings": True, "masked_prediction": True, "skip_first_prenorm": True,
+    "activation_function": "gelu", "attn_out_dropout_prob": 0.1, "rotary_emb_scale_base": None,
+    "rotary_emb_interleaved": False, "allow_embedding_resizing": True, "attention_probs_dropout_prob": 0.0,
+    "embed_dropout_prob": 0.0, "mlp_dropout_prob": 0.0, "global_attn_every_n_layers": 3,
+    "norm_kwargs": {"eps": 1e-05, "bias": False}, "loss_kwargs": {"reduction": "mean"}, "pad_token_id": 0,
+    "decoder_bias": True, "tie_word_embeddings": True, "head_pred_norm": True, "use_fa2": True,
+    "encoder_layer": "base", "initial_attention_layer": None, "initial_bert_layer": None,
+    "initial_mlp_layer": None, "num_initial_layers": 1, "local_attn_rotary_emb_dim": None, "pad_logits": False,
+}  # fmt: skip
+
 # A run that takes seconds: a few steps of the tiny model on the sample corpus, short rows.
 FAST = [
     "trainer.max_steps=6",

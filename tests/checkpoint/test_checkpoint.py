@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import REPO
+from helpers import FLEXBERT_CONFIG, REPO
 
 from mmbert.checkpoint import Format, load_model, open_reader
 from mmbert.checkpoint.flexbert import config_from_flexbert, project_name
@@ -29,20 +29,6 @@ from mmbert.train.init import load_initial_weights
 from mmbert.train.resume import AtomicCheckpointIO
 
 TOKENIZER = REPO / "data" / "tokenizer"
-# The released mmBERT training YAML's model_config (configs/mmBERT-base-decay.yaml) at tiny sizes, as
-# Composer's HuggingFaceModel stores it in state["integrations"] (FlexBertConfig.to_dict(): BertConfig keys too).
-FLEXBERT_CONFIG = {
-    "model_type": "flex_bert", "vocab_size": 8192, "hidden_size": 64, "intermediate_size": 96,
-    "num_hidden_layers": 4, "num_attention_heads": 2, "max_position_embeddings": 512, "padding": "unpadded",
-    "mlp_layer": "glu", "bert_layer": "prenorm", "embed_norm": True, "final_norm": True, "hidden_act": "gelu",
-    "mlp_in_bias": False, "mlp_out_bias": False, "attn_out_bias": False, "attn_qkv_bias": False,
-    "compile_model": True, "head_pred_act": "gelu", "normalization": "layernorm", "sliding_window": 128,
-    "attention_layer": "rope", "embedding_layer": "sans_pos", "rotary_emb_base": 160000.0,
-    "local_attn_rotary_emb_base": 10000.0, "skip_first_prenorm": True, "attn_out_dropout_prob": 0.1,
-    "attention_probs_dropout_prob": 0.0, "embed_dropout_prob": 0.0, "mlp_dropout_prob": 0.0,
-    "global_attn_every_n_layers": 3, "norm_kwargs": {"eps": 1e-05, "bias": False}, "pad_token_id": 0,
-    "decoder_bias": True, "tie_word_embeddings": True, "head_pred_norm": True,
-}  # fmt: skip
 
 
 def _model(hidden: int = 64, seed: int = 0) -> MmBertForMaskedLM:
@@ -94,6 +80,7 @@ def write_composer(
     *,
     compiled=False,
     with_config=True,
+    config_edit=None,
     edit=None,
     callbacks=None,
     tokenizer=False,
@@ -122,7 +109,7 @@ def write_composer(
             "t_max": composer.Time(100, composer.TimeUnit.TOKEN),
         }
         if with_config:
-            content = {"file_extension": ".json", "content": dict(FLEXBERT_CONFIG | {"hidden_size": net.config.hidden_size}),
+            content = {"file_extension": ".json", "content": FLEXBERT_CONFIG | {"hidden_size": net.config.hidden_size} | (config_edit or {}),
                        "class": "bert_layers.model.FlexBertForMaskedLM"}  # fmt: skip
             state["integrations"] = {"huggingface": {"model": {"config": content}, "tokenizer": {}}}
         if tokenizer:  # as HuggingFaceModel.get_metadata() keeps a tokenizer: JSON files parsed
@@ -260,11 +247,27 @@ def test_init_from_a_composer_checkpoint_of_another_size_names_the_tensor(tmp_pa
         load_initial_weights(_model(hidden=64), str(pt))
 
 
-def test_unsupported_flexbert_options_are_named():
-    with pytest.raises(CheckpointError, match="mlp_layer='mlp'"):
-        config_from_flexbert(FLEXBERT_CONFIG | {"mlp_layer": "mlp"}, source="x.pt")
-    with pytest.raises(CheckpointError, match=r"norm_kwargs\.bias"):
-        config_from_flexbert(FLEXBERT_CONFIG | {"norm_kwargs": {"bias": True}}, source="x.pt")
+def test_a_composer_checkpoint_without_a_sliding_window_loads_all_global(tmp_path):
+    net = _model()
+    no_window = {"sliding_window": -1, "global_attn_every_n_layers": -1, "local_attn_rotary_emb_base": -1}
+    loaded, _ = load_model(write_composer(tmp_path / "ext.pt", net, config_edit=no_window))
+    _same_weights(loaded, net)
+    assert loaded.config == dataclasses.replace(
+        net.config, global_attn_every_n_layers=1, local_rope_theta=net.config.global_rope_theta
+    )
+
+
+def test_a_composer_checkpoint_of_another_rope_is_refused_in_one_line(tmp_path, capsys):
+    pt = write_composer(tmp_path / "ext.pt", _model(), config_edit={"rotary_emb_interleaved": True})
+    with pytest.raises(SystemExit) as exit_info:
+        convert(["to-hf", str(pt), str(tmp_path / "hf")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"mmbert-convert: error: {pt} (FlexBERT config): unsupported FlexBERT option "
+        "rotary_emb_interleaved=True; supported: False\n"
+    )
+    assert not (tmp_path / "hf").exists()
 
 
 def test_lightning_checkpoints_and_state_dicts_work_under_any_torch_suffix(tmp_path):
