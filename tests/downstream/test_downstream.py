@@ -12,13 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import (
-    REPO,
-    tiny_config,
-)
+from helpers import REPO
 
 from mmbert.checkpoint.convert import hf_to_checkpoint
-from mmbert.checkpoint.hf import save_hf_folder
 from mmbert.downstream import (
     ClassifyTask,
     QaTask,
@@ -39,7 +35,6 @@ from mmbert.downstream.data import Fields, read_split
 from mmbert.downstream.packing import pack, segment_mean
 from mmbert.downstream.tasks.qa import _segment_logsumexp
 from mmbert.downstream.toy import (
-    corpus_sentences,
     qa_rows,
     retrieve_rows,
     script_rows,
@@ -48,7 +43,6 @@ from mmbert.downstream.toy import (
     write_splits,
 )
 from mmbert.errors import ConfigError, DataError
-from mmbert.model import MmBertForMaskedLM
 
 CORPUS = REPO / "data" / "sample"
 PARALLEL = CORPUS / "parallel.jsonl"
@@ -64,21 +58,6 @@ SCRIPT_LANGS = [
     "tha_Thai",
 ]
 FAST = {"epochs": 4, "lr": 2e-3, "batch_tokens": 1024, "warmup_ratio": 0.0}
-
-
-@pytest.fixture(scope="module")
-def tiny_hf(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer model with the sample corpus's tokenizer, as an HF folder."""
-    torch.manual_seed(0)
-    cfg = tiny_config(vocab_size=8192, num_hidden_layers=2, global_attn_every_n_layers=2)
-    return save_hf_folder(
-        MmBertForMaskedLM(cfg), tmp_path_factory.mktemp("tiny") / "hf", REPO / "data" / "tokenizer"
-    )
-
-
-@pytest.fixture(scope="module")
-def sentences() -> dict[str, list[str]]:
-    return corpus_sentences(CORPUS)
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------

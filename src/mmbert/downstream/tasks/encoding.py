@@ -15,7 +15,7 @@ def encode_texts(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], pairs: Sequence[str | None] | None, max_len: int
 ) -> list[Tensor]:
     """Framed token ids of each text (and its pair, if any), cut to ``max_len`` tokens: a pair loses tokens
-    from the longer of its two texts first."""
+    from the longer of its two texts first (``_truncate_longest_first``)."""
     if pairs is None or all(p is None for p in pairs):
         return encode_framed(tokenizer, texts, max_len)
     firsts = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -32,9 +32,13 @@ def encode_texts(
 
 
 def _truncate_longest_first(a: list[int], b: list[int], budget: int) -> tuple[list[int], list[int]]:
-    while len(a) + len(b) > budget:
-        if len(a) >= len(b):
-            a.pop()
-        else:
-            b.pop()
-    return a, b
+    """Cut to ``budget`` tokens in all as transformers' ``truncation="longest_first"`` does, so that a pair
+    is cut as when fine-tuning with the Hugging Face tokenizer: the shorter text keeps up to half the budget
+    (rounded down; on a tie the first text counts as the shorter), the longer one the rest."""
+    if len(a) + len(b) <= budget:
+        return a, b
+    if len(a) > len(b):
+        kept_b = min(len(b), budget // 2)
+        return a[: budget - kept_b], b[:kept_b]
+    kept_a = min(len(a), budget // 2)
+    return a[:kept_a], b[: budget - kept_a]
