@@ -45,7 +45,7 @@ def _axes(key: str, ndim: int, head_dim: int) -> tuple[_Axis, ...]:
     return (_Axis(),) * ndim
 
 
-def strided_index(src: int, dst: int, axis: _Axis, key: str, dim: int) -> Tensor:
+def _strided_index(src: int, dst: int, axis: _Axis, key: str, dim: int) -> Tensor:
     """Indices (into a dimension of size ``src``) of the ``dst`` entries that strided sampling keeps."""
     per_unit = axis.blocks * axis.unit
     src_units, dst_units = src // per_unit, dst // per_unit
@@ -92,7 +92,7 @@ def shrink_state(
         for dim, axis in enumerate(_axes(key, tensor.ndim, target.head_dim)):
             if tensor.shape[dim] != dst_shape[dim]:  # equal dimensions are kept whole, without a copy
                 tensor = tensor.index_select(
-                    dim, strided_index(tensor.shape[dim], dst_shape[dim], axis, key, dim)
+                    dim, _strided_index(tensor.shape[dim], dst_shape[dim], axis, key, dim)
                 )
         out[key] = tensor
     return out
