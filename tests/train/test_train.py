@@ -281,3 +281,17 @@ def test_starting_weights_with_another_tokenizer_are_refused(compose_fast, tmp_p
         build(compose_fast(f"model.init_from={foreign}"))
     ours = save_hf_folder(MmBertForMaskedLM(cfg.model.config), tmp_path / "ours", tokenizer="data/tokenizer")
     build(compose_fast(f"model.init_from={ours}"))  # the same tokenizer: accepted
+
+
+def test_strided_init_through_the_train_config_samples_the_wider_run(compose_fast, tmp_path):
+    from mmbert.checkpoint.hf import save_hf_folder
+    from mmbert.checkpoint.shrink import shrink_state
+    from mmbert.model import MmBertForMaskedLM
+
+    wide = MmBertForMaskedLM(compose_fast().model.config)  # the tiny model: hidden 128, 2 heads of 64
+    folder = save_hf_folder(wide, tmp_path / "wide", tokenizer="data/tokenizer")
+    narrow = ("model.config.hidden_size=64", "model.config.num_attention_heads=1", "model.config.intermediate_size=128")  # fmt: skip
+    _, module, _ = build(compose_fast(*narrow, f"model.init_from={folder}", "model.init_mode=strided"))
+    expected = shrink_state(wide.state_dict(), wide.config, module.net.config, origin="wide")
+    for name, tensor in module.net.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name

@@ -3,6 +3,7 @@ weights-only Lightning checkpoint.
 
     mmbert-convert to-hf CHECKPOINT OUT_DIR [--tokenizer PATH_OR_HUB_NAME] [--config CONFIG]
     mmbert-convert from-hf SOURCE OUT.ckpt [--config CONFIG]
+    mmbert-convert shrink SOURCE OUT_DIR --config TARGET_CONFIG [--tokenizer PATH_OR_HUB_NAME]
 
 (``python -m mmbert.cli.convert ...`` is the same command.) CHECKPOINT / SOURCE: an HF folder or hub name, a
 Lightning ``.ckpt`` (train.py's), a Composer ``.pt`` (the mmBERT authors' FlexBERT checkpoints), a
@@ -10,14 +11,16 @@ Lightning ``.ckpt`` (train.py's), a Composer ``.pt`` (the mmBERT authors' FlexBE
 (a config.json, an HF folder or a hub name such as ``jhu-clsp/mmBERT-base``). ``to-hf`` writes a folder that
 ``transformers.AutoModelForMaskedLM`` loads, with the tokenizer the checkpoint names unless ``--tokenizer``
 gives another; ``from-hf`` writes a checkpoint that ``model.init_from=`` and ``merge.py`` accept (both also
-take every input format directly).
+take every input format directly). ``shrink`` writes the narrower model TARGET_CONFIG (same depth and
+vocabulary) as a Hugging Face folder, every tensor a strided sample of SOURCE's, as mmBERT-small was
+initialised from base (``model.init_mode=strided`` does the same inside train.py).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from mmbert.checkpoint.convert import checkpoint_to_hf, hf_to_checkpoint
+from mmbert.checkpoint.convert import checkpoint_to_hf, hf_to_checkpoint, shrink_to_hf
 from mmbert.cli.errors import user_errors
 
 PROG = "mmbert-convert"
@@ -36,10 +39,23 @@ def main(argv: list[str] | None = None) -> None:
     from_hf.add_argument("source")
     from_hf.add_argument("out_path")
     from_hf.add_argument("--config", default=None, help=CONFIG_HELP)
+    shrink = sub.add_parser(
+        "shrink", help="wider checkpoint -> narrower Hugging Face folder (strided sampling)"
+    )
+    shrink.add_argument("source")
+    shrink.add_argument("out_dir")
+    shrink.add_argument(
+        "--config", required=True, help="the narrower architecture (config.json, folder, hub name)"
+    )
+    shrink.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder or hub name (default: the source's)"
+    )
     args = parser.parse_args(argv)
     with user_errors(PROG):
         if args.command == "to-hf":
             print(checkpoint_to_hf(args.checkpoint, args.out_dir, args.tokenizer, args.config))
+        elif args.command == "shrink":
+            print(shrink_to_hf(args.source, args.out_dir, args.config, args.tokenizer))
         else:
             print(hf_to_checkpoint(args.source, args.out_path, args.config))
 

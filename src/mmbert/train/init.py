@@ -4,25 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
-
 from mmbert.checkpoint import Format, load_weights_strict, open_model_reader
 from mmbert.checkpoint.formats import find_tokenizer_files, is_hub_name
+from mmbert.checkpoint.shrink import shrink_state
 from mmbert.errors import CheckpointError
+from mmbert.model import MmBertForMaskedLM
 
 
-def load_initial_weights(net: nn.Module, source: str) -> dict | None:
+def load_initial_weights(net: MmBertForMaskedLM, source: str, *, strided: bool = False) -> dict | None:
     """Load weights from ``source`` (an HF folder or hub name, a Lightning ``.ckpt``, a Composer ``.pt``, a
     ``.safetensors`` file or a torch state dict) into ``net``; returns the Lightning checkpoint dict when it
     was one (``model.init_mode=full`` reads its optimizer state).
 
     The current phase's config wins over the source's for everything that is not a tensor (RoPE thetas,
     dropout, attention backend), which is what makes context extension a config change. Names and shapes
-    must match the phase's model config exactly.
+    must match the phase's model config exactly, unless ``strided`` (``model.init_mode=strided``): then the
+    source is a wider model of the same depth and vocabulary (with its config) and every tensor is sampled
+    from it (:mod:`mmbert.checkpoint.shrink`), as mmBERT-small was from base.
     """
+    origin = f"model.init_from={source}"
     reader = open_model_reader(source)
     try:
-        load_weights_strict(net, reader.read_all(), f"model.init_from={source}")
+        state = reader.read_all()
+        if strided:
+            state = shrink_state(state, reader.require_config(), net.config, origin=origin)
+        load_weights_strict(net, state, origin)
     finally:
         reader.close()
     return getattr(reader, "raw", None) if reader.kind is Format.LIGHTNING else None

@@ -18,12 +18,16 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from mmbert.data.batch import StepBatch
-from mmbert.errors import NonFiniteLossError
+from mmbert.errors import ConfigError, NonFiniteLossError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 from mmbert.train.optim import param_groups
 
 log = logging.getLogger(__name__)
+
+# weights: the init_from weights as they are; full: and the optimizer moments of a Lightning checkpoint;
+# strided: sampled from a wider model (mmBERT-small from base).
+INIT_MODES = ("weights", "full", "strided")
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -53,8 +57,10 @@ class MLMModule(L.LightningModule):
         # One Lightning batch is one optimizer step: the step's micro-batches vary in number during
         # batch-size warmup, which Lightning's fixed accumulate_grad_batches cannot express.
         self.automatic_optimization = False
-        if init_mode not in ("weights", "full"):
-            raise ValueError(f"model.init_mode must be 'weights' or 'full', got {init_mode!r}")
+        if init_mode not in INIT_MODES:
+            raise ConfigError(f"model.init_mode must be one of {INIT_MODES}, got {init_mode!r}")
+        if init_mode == "strided" and not init_from:
+            raise ConfigError("model.init_mode=strided samples a wider model: set model.init_from to it")
         if on_nonfinite not in ("stop", "skip"):
             raise ValueError(f"module.on_nonfinite must be 'stop' or 'skip', got {on_nonfinite!r}")
         model_config = MmBertConfig.coerce(model_config)
@@ -76,7 +82,7 @@ class MLMModule(L.LightningModule):
         self.skipped_batches = 0
         self._init_optimizer_state: dict | None = None
         if init_from:
-            ckpt = load_initial_weights(self.net, init_from)
+            ckpt = load_initial_weights(self.net, init_from, strided=init_mode == "strided")
             if init_mode == "full":
                 if ckpt is None or not ckpt.get("optimizer_states"):
                     raise ValueError(
