@@ -266,7 +266,9 @@ class _ParquetRows:
         self.bounds = np.cumsum([0, *(max(u, 0) for u in units)])
         self.group = -1
         self.pos = 0
-        self.rows: list[Span] = []
+        self.values: pa.Array = pa.array([], pa.string())
+        self.starts = self.ends = np.zeros(0)
+        self.row = 0  # the next row of the group read
 
     def _load(self, group: int) -> None:
         values = self.pf.read_row_group(group, columns=[self.pf.schema_arrow.names[self.col]]).column(0)
@@ -274,32 +276,29 @@ class _ParquetRows:
         lo, units = int(self.bounds[group]), int(self.bounds[group + 1] - self.bounds[group])
         text = int(sizes.sum())
         self.scale.append((text, units))
-        ends = lo + np.cumsum(sizes) * (units / max(text, 1))
-        starts = np.concatenate([[lo], ends[:-1]])
-        self.rows = list(zip(starts.tolist(), ends.tolist(), values.to_pylist(), strict=True))
-        self.rows.reverse()  # popped from the end
-        self.group = group
+        self.ends = lo + np.cumsum(sizes) * (units / max(text, 1))
+        self.starts = np.concatenate([[lo], self.ends[:-1]])
+        self.values, self.group, self.row = values, group, 0
 
     def next(self) -> Span | None:
-        while not self.rows:
+        while self.row >= len(self.values):
             if self.group + 1 >= len(self.bounds) - 1:
                 return None
             self._load(self.group + 1)
-        span = self.rows.pop()
-        self.pos = int(span[1])
-        return span
+        i, self.row = self.row, self.row + 1
+        self.pos = int(self.ends[i])
+        return float(self.starts[i]), float(self.ends[i]), self.values[i].as_py()
 
     def skip_to(self, offset: int) -> None:
         if offset < self.pos:
             return
         group = int(np.searchsorted(self.bounds, offset, side="right")) - 1
-        if group >= len(self.bounds) - 1:
-            self.rows, self.group = [], group
+        if group >= len(self.bounds) - 1:  # past the last row
+            self.group, self.row, self.values = group, 0, self.values.slice(0, 0)
             return
         if group != self.group:
             self._load(group)
-        while self.rows and self.rows[-1][1] <= offset:
-            self.rows.pop()
+        self.row = max(self.row, int(np.searchsorted(self.ends, offset, side="right")))
 
 
 Hit = tuple[list[tuple[float, float]], float, Any]  # a record's covered parts, its bytes, the raw record
