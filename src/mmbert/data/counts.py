@@ -425,12 +425,12 @@ def estimate_tokens(
 ) -> tuple[int, int, bool]:
     """(tokens, documents, estimated) of a local source: exact when its files hold <= ``sample_bytes``.
 
-    The sample is the records starting in :func:`spread_windows` (seeded by the language's name), about
-    ``sample_bytes`` in all. Tokens scale with a document's *text* bytes, not with its record's (a JSON line
+    The sample is the parts of records that the windows of :func:`spread_windows` (seeded by the language's
+    name) cover, about ``sample_bytes`` in all. Tokens scale with a document's *text* bytes, not with its record's (a JSON line
     also holds an id and other fields): the language's text bytes come from its bytes and records through
     the record model of the sample (:meth:`_Sample.line_model`; parquet: text against metadata bytes of the
-    row groups read), and its tokens are the sample's tokens per text byte times those, plus
-    ``<bos>``/``<eos>`` of each usable document.
+    row groups read), and its tokens are the sample's tokens per text byte times those, plus per usable
+    document its start's excess (:meth:`_Sample.token_model`) and ``<bos>``/``<eos>``.
     """
     files = [Path(f) for f in source.files()]
     extents = [file_extent(f, source.text_field) for f in files]
