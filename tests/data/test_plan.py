@@ -18,7 +18,9 @@ import mmbert.data.counts as counts_module
 import mmbert.data.mix.folder as folder_module
 import mmbert.data.mix.mds as mds_module
 from mmbert.cli.plan import compose_train, main, plan_of
-from mmbert.data import SampleMix
+from mmbert.data import FolderMix, SampleMix
+from mmbert.data.counts import CACHE_NAME, estimate_tokens, measure_tokens
+from mmbert.data.tokenizer import load_tokenizer
 
 ENTRY_KEYS = {"weight", "tokens", "budget_tokens", "passes"}
 
@@ -95,6 +97,7 @@ def test_tau_override_retempers_a_released_mix(offline: None) -> None:
         (["phase.tau=[1"], "phase.tau=[1"),
         (["phase.tau=1.5"], "phase.tau"),
         (["top=x"], "top"),
+        (["count=guess"], "count"),
         (["data_mix=pretrain", "data_mix.counts=shares"], "counts"),
     ],
 )
@@ -115,7 +118,68 @@ def test_unmeasured_folder_is_refused_not_measured(
     with pytest.raises(SystemExit) as exit_:
         main(["data_mix=folder", f"data_mix.path={tmp_path}"])
     assert exit_.value.code == 2
-    assert "data_mix.token_counts" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data_mix.token_counts" in err and "count=estimate" in err and "count=exact" in err
+    assert not (tmp_path / CACHE_NAME).exists()
     assert (
         main(["data_mix=folder", f"data_mix.path={tmp_path}", "data_mix.token_counts={fao_Latn: 1000}"]) == 0
     )
+
+
+def folder_of(tmp_path: Path) -> Path:
+    """A new folder: English (530 KiB, estimated from 32 KiB) and Faroese (within 32 KiB: counted)."""
+    for lang in ("eng_Latn", "fao_Latn"):
+        shutil.copytree(REPO / "data" / "sample" / lang, tmp_path / lang)
+    return tmp_path
+
+
+def plan_counts(folder: Path, count: str, capsys: pytest.CaptureFixture) -> tuple[dict[str, int], str]:
+    """The plan's data tokens per language with ``count=``, and what it printed to stderr."""
+    out = folder / f"plan-{count}.json"
+    args = ["data_mix=folder", f"data_mix.path={folder}", "data_mix.sample_bytes=32768", f"out={out}"]
+    assert main([*args, f"count={count}"]) == 0
+    langs = json.loads(out.read_text())["languages"]
+    return {
+        lang: round(e["budget_tokens"] / e["passes"]) for lang, e in langs.items()
+    }, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("count", ["estimate", "exact"])
+def test_count_measures_a_new_folder_and_caches_it_for_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture, count: str
+) -> None:
+    folder = folder_of(tmp_path)
+    planned, err = plan_counts(folder, count, capsys)
+    assert f"counting tokens ({count})" in err  # the training run's progress bar
+    tok = load_tokenizer("data/tokenizer")
+    src = FolderMix(str(folder)).train_source("eng_Latn")
+    if count == "exact":
+        expected = measure_tokens(src, tok)[0]
+    else:
+        expected = estimate_tokens(src, tok, 32768)[0]
+        assert expected != measure_tokens(src, tok)[0]  # really estimated
+    assert planned["eng_Latn"] == pytest.approx(expected, abs=1)
+    assert planned["fao_Latn"] == pytest.approx(
+        measure_tokens(FolderMix(str(folder)).train_source("fao_Latn"), tok)[0], abs=1
+    )
+    cache = json.loads((folder / CACHE_NAME).read_text())
+    (entries,) = cache.values()
+    assert entries["eng_Latn"].get("estimated", False) == (count == "estimate")
+    assert "estimated" not in entries["fao_Latn"]
+    # the cache is the one a training run reads: the mix knows the counts now, and the plan is offline again
+    mix = FolderMix(str(folder), sample_bytes=32768)
+    assert mix.known_counts() == {
+        "eng_Latn": entries["eng_Latn"]["tokens"],
+        "fao_Latn": entries["fao_Latn"]["tokens"],
+    }
+    assert main(["data_mix=folder", f"data_mix.path={folder}"]) == 0
+
+
+def test_count_exact_recounts_what_was_only_estimated(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = folder_of(tmp_path)
+    estimated, _ = plan_counts(folder, "estimate", capsys)
+    exact, err = plan_counts(folder, "exact", capsys)
+    assert "counting tokens (exact)" in err
+    assert exact["eng_Latn"] != estimated["eng_Latn"] and exact["fao_Latn"] == estimated["fao_Latn"]
+    again, err = plan_counts(folder, "estimate", capsys)  # an exact count serves an estimate request
+    assert again == exact and "counting tokens" not in err

@@ -2,12 +2,13 @@
 before any data is read.
 
     mmbert-plan phase=decay data_mix=decay-all model=base [token_scale=0.01]
-        [top=20] [max_passes=4] [out=plan.json]
+        [top=20] [max_passes=4] [out=plan.json] [count=estimate|exact]
 
 (``python -m mmbert.cli.plan ...`` is the same command.) Takes train.py's ``key=value`` overrides and
 composes ``conf/train.yaml`` of the repository root (:func:`mmbert.data.paths.repo_root`) with Hydra's
 compose API; prints ``top`` lines of the plan, largest share first, then a summary line, and with
-``out=FILE`` writes the plan as JSON.
+``out=FILE`` writes the plan as JSON. ``count=estimate|exact`` measures (and caches) the token counts of a
+folder mix that are not cached yet, instead of refusing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mmbert.cli.errors import user_errors
 from mmbert.data import plan as plan_module
+from mmbert.data.counts import check_method
 from mmbert.data.paths import repo_root
 from mmbert.data.plan import format_plan, one_line, plan, plan_header
 from mmbert.errors import DataError
@@ -35,13 +37,18 @@ DEFAULT_TOP = 20
 DEFAULT_MAX_PASSES = 4.0
 USAGE = (
     "usage: mmbert-plan [train.py overrides: phase=... data_mix=... model=... token_scale=...] "
-    "[top=N] [max_passes=X] [out=FILE]"
+    "[top=N] [max_passes=X] [out=FILE] [count=estimate|exact]"
 )
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``({top, max_passes, out}, Hydra overrides)``; each override is parsed so a bad one is named."""
-    options: dict[str, Any] = {"top": DEFAULT_TOP, "max_passes": DEFAULT_MAX_PASSES, "out": None}
+    """``({top, max_passes, out, count}, Hydra overrides)``; each override is parsed so a bad one is named."""
+    options: dict[str, Any] = {
+        "top": DEFAULT_TOP,
+        "max_passes": DEFAULT_MAX_PASSES,
+        "out": None,
+        "count": None,
+    }
     overrides: list[str] = []
     parser = OverridesParser.create()
     for arg in argv:
@@ -60,6 +67,8 @@ def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
 def _option(key: str, value: str) -> Any:
     if key == "out":
         return Path(value)
+    if key == "count":
+        return check_method(value, "count")
     try:
         number = int(value) if key == "top" else float(value)
     except ValueError as e:
@@ -81,13 +90,14 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
         raise DataError(one_line(e)) from e
 
 
-def plan_of(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
-    """The plan of a composed train config: its header line and the report (``mixture.json`` schema)."""
+def plan_of(cfg: DictConfig, count: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The plan of a composed train config: its header line and the report (``mixture.json`` schema);
+    ``count`` measures the mix's missing token counts (:func:`mmbert.data.plan.plan`)."""
     try:
         phase, tau, budget = cfg.phase.name, cfg.phase.tau, scaled_tokens(cfg, "recipe.tokens")
     except OmegaConfBaseException as e:
         raise DataError(one_line(e)) from e
-    mix, report = plan(cfg.data_mix, tau, budget)
+    mix, report = plan(cfg.data_mix, tau, budget, count)
     return plan_header(mix, phase, tau, budget), report
 
 
@@ -99,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with user_errors("plan"):
         options, overrides = parse_args(argv)
         cfg = compose_train(overrides)
-        header, report = plan_of(cfg)
+        header, report = plan_of(cfg, options["count"])
     print(format_plan(report, header, options["top"], options["max_passes"]))
     if options["out"] is not None:
         out: Path = options["out"]

@@ -17,10 +17,12 @@ line):
 The plan itself is in the ``mixture.json`` schema (:func:`mmbert.data.mix.report.mixture_report`), which the
 command's ``out=FILE`` writes.
 
-Token counts are never measured here, since that reads the whole corpus: a folder mix uses its given
+By default token counts are not measured here, since that reads the corpus: a folder mix uses its given
 ``data_mix.token_counts`` or the counts cached for its files (looked up by file sizes, without loading the
 tokenizer; if the cache holds counts of several tokenizers for them, which is the mix's cannot be told), and
-otherwise the plan refuses, naming the setting. A training run measures and caches them when it starts.
+otherwise the plan refuses, naming the setting. With ``count=estimate`` or ``count=exact`` it measures the
+missing ones as a training run does when it starts (:mod:`mmbert.data.counts`: a sample of each language,
+or every document; with a progress bar) and caches them where the run will find them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from mmbert.data.counts import check_method
 from mmbert.data.mix.base import MixSpec
 from mmbert.data.mix.folder import FolderMix
 from mmbert.data.mix.mds import MdsMix
@@ -63,19 +66,30 @@ def _unmeasured(mix: MixSpec) -> DataError:
     return DataError(
         f"data_mix: the token counts of mix {mix.name!r}{where} are not measured for these files yet (or "
         "measured with several tokenizers) and the plan reads no data: give them in data_mix.token_counts, "
-        "or start a training run once, which measures and caches them"
+        "measure and cache them with count=estimate (a sample of each language) or count=exact, or start a "
+        "training run once, which measures and caches them"
     )
 
 
-def plan(mix_cfg: DictConfig, tau: float, budget_tokens: int) -> tuple[MixSpec, dict[str, Any]]:
+def _measured(mix: MixSpec, count: str) -> dict[str, int]:
+    """The mix's counts, measuring and caching those missing: a folder mix by ``count`` (``estimate`` or
+    ``exact``, whatever its ``data_mix.count_tokens``), other mixes as a training run does."""
+    if isinstance(mix, FolderMix):
+        mix.count_method = check_method(count, "count")
+    return mix.token_counts()
+
+
+def plan(
+    mix_cfg: DictConfig, tau: float, budget_tokens: int, count: str | None = None
+) -> tuple[MixSpec, dict[str, Any]]:
     """The mix of a ``data_mix`` config and its plan at ``tau`` over ``budget_tokens``, in the
-    ``mixture.json`` schema."""
+    ``mixture.json`` schema; ``count`` (``estimate`` or ``exact``) measures counts that are not cached."""
     try:
         check_tau(tau)
     except DataError as e:
         raise DataError(f"phase.tau: {e}") from e
     mix = _instantiate_mix(mix_cfg)
-    known = mix.known_counts()
+    known = mix.known_counts() if count is None else _measured(mix, count)
     if known is None:
         raise _unmeasured(mix)
     # A language counted at 0 tokens has no usable document: training excludes it, and so does the plan.
