@@ -9,6 +9,7 @@ import csv
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from mmbert.data import MLMDataModule, SampleMix
 from mmbert.data.batch import StepBatch
+from mmbert.data.workers import die_with_parent
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.config import compose_train as _compose_train
 
@@ -160,6 +162,19 @@ class FixedSteps(L.LightningDataModule):
         rank, world, m = self.trainer.global_rank, self.trainer.world_size, self.micro
         steps = [StepBatch(self.batches[i + rank : i + m : world]) for i in range(0, len(self.batches), m)]
         return DataLoader(steps, batch_size=None, shuffle=False)
+
+
+def spawn_ranks(worker: Callable[..., None], *args: object, world: int = 2) -> None:
+    """Runs ``worker(rank, *args)`` in ``world`` spawned processes and waits for them (``mp.spawn``); each
+    rank dies with the process that spawned it, so a killed test run leaves no rank waiting in a collective."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_dying_with_parent, args=(worker, *args), nprocs=world, join=True)
+
+
+def _rank_dying_with_parent(rank: int, worker: Callable[..., None], *args: object) -> None:
+    die_with_parent()
+    worker(rank, *args)
 
 
 def leave_process_group() -> None:
