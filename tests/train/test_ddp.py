@@ -112,5 +112,6 @@ if __name__ == "__main__":
 def test_spawned_ranks_die_with_a_killed_parent(tmp_path):
     script, ready = tmp_path / "waiting_ranks.py", tmp_path / "ready"
     script.write_text(_WAITING_RANKS)
-    # Both ranks and multiprocessing's resource tracker (it ends when the parent's end of its pipe closes).
+    # Both ranks and multiprocessing's resource tracker (it ends once the parent and the ranks, which hold its
+    # pipe, are gone).
     assert survivors_of_sigkill([sys.executable, str(script), str(free_port()), str(ready)], 3, ready) == {}
