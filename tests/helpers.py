@@ -231,9 +231,17 @@ def survivors_of_sigkill(cmd: list[str], n_workers: int, ready: Path | None = No
 
 
 def leave_process_group() -> None:
-    """End a spawned test worker whose work is done: both ranks tear down together and leave without C++
-    static destructors. Now and then (on a loaded machine) a rank aborted at exit, after its work, with
-    "terminate called without an active exception" from a thread of the process groups."""
+    """End a spawned test worker whose work is done: both ranks tear down together and leave without running
+    the interpreter's finalization.
+
+    The cause is in torch (2.13.0+cpu; a core dump of the two-process FSDP2 Lightning worker, 2 aborts in ~75
+    runs without ``os._exit`` on a loaded machine): a gloo worker thread (``ProcessGroupGloo::runLoop``) drops
+    its last reference to a finished ``AsyncAllgatherCoalescedWork`` only after ``wait()`` has returned in
+    Python; the group's threads were still running after destroy_process_group (the core shows three). When the main thread is already in ``Py_FinalizeEx``, the work's destructor
+    decrefs a Python-owned tensor, ``gil_scoped_acquire`` meets the finalizing interpreter, which
+    ``pthread_exit``s the thread inside a noexcept destructor: "terminate called without an active
+    exception", SIGABRT, after the work is done. ``os._exit`` skips finalization, so no thread can meet it.
+    """
     import torch.distributed as dist
 
     dist.barrier()

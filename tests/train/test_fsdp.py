@@ -223,7 +223,7 @@ def _lightning_worker(rank: int, port: int, out: str, batches: list[dict], check
         record["local_rows"] = layer_weight.to_local().shape[0]
         record["rows"] = layer_weight.shape[0]
         torch.save(record, out)
-    leave_process_group()
+    leave_process_group()  # not a plain return: a torch abort at interpreter exit (see its docstring)
 
 
 def test_fsdp_version_2_translates_the_fsdp1_options():
