@@ -1,14 +1,19 @@
 """Builders the tests share: the repository's paths, the train config as train.py composes it, tiny models,
 a fast CPU run's overrides, the sample corpus's first micro-batches, a raw jsonl corpus for prepare, a bare
-CPU fit, two-process scaffolding.
+CPU fit, two-process scaffolding, the children a SIGKILLed process leaves.
 Tests import it as ``helpers`` (pytest's pythonpath)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -18,6 +23,7 @@ from torch.utils.data import DataLoader
 
 from mmbert.data import MLMDataModule, SampleMix
 from mmbert.data.batch import StepBatch
+from mmbert.data.workers import die_with_parent
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 from mmbert.train.config import compose_train as _compose_train
 
@@ -183,10 +189,80 @@ class FixedSteps(L.LightningDataModule):
         return DataLoader(steps, batch_size=None, shuffle=False)
 
 
+def spawn_ranks(worker: Callable[..., None], *args: object, world: int = 2) -> None:
+    """Runs ``worker(rank, *args)`` in ``world`` spawned processes and waits for them (``mp.spawn``); each
+    rank dies with the process that spawned it, so a killed test run leaves no rank waiting in a collective."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_rank_dying_with_parent, args=(worker, *args), nprocs=world, join=True)
+
+
+def _rank_dying_with_parent(rank: int, worker: Callable[..., None], *args: object) -> None:
+    die_with_parent()
+    worker(rank, *args)
+
+
+# Nothing left running: how long the children of a SIGKILLed process may outlive it.
+SURVIVAL_S = 3.0  # prctl kills in milliseconds; torch's own watchdog polls every 5 s
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid`` (every thread's), each with its start time to tell it from reuse."""
+    kids = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if start := start_time(int(child)):
+                kids[int(child)] = start
+    return kids
+
+
+def start_time(pid: int) -> str | None:
+    """``pid``'s start time, or None once it is gone or a zombie (an orphan's reaper may be slow)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None if fields[0] in "ZX" else fields[19]
+
+
+def survivors_of_sigkill(cmd: list[str], n_workers: int, ready: Path | None = None) -> dict[int, str]:
+    """Starts ``cmd``, waits for its ``n_workers`` children (and for the file ``ready``, when given: children
+    that are still starting die with the parent's pipe anyway), kills it alone; the children alive after that.
+    """
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline, kids = time.monotonic() + 300, {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            kids = children(proc.pid)
+            if len(kids) >= n_workers and (ready is None or ready.exists()):
+                break
+            time.sleep(0.05)
+        assert len(kids) == n_workers and proc.poll() is None, (kids, proc.returncode)
+        proc.kill()  # the parent only, as the OOM killer does
+        assert proc.wait() == -signal.SIGKILL
+        deadline = time.monotonic() + SURVIVAL_S
+        while any(start_time(pid) == s for pid, s in kids.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {pid: s for pid, s in kids.items() if start_time(pid) == s}
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever a failing run left behind
+
+
 def leave_process_group() -> None:
-    """End a spawned test worker whose work is done: both ranks tear down together and leave without C++
-    static destructors. Now and then (on a loaded machine) a rank aborted at exit, after its work, with
-    "terminate called without an active exception" from a thread of the process groups."""
+    """End a spawned test worker whose work is done: both ranks tear down together and leave without running
+    the interpreter's finalization.
+
+    The cause is in torch (2.13.0+cpu; a core dump of the two-process FSDP2 Lightning worker, 2 aborts in ~75
+    runs without ``os._exit`` on a loaded machine): a gloo worker thread (``ProcessGroupGloo::runLoop``) drops
+    its last reference to a finished ``AsyncAllgatherCoalescedWork`` only after ``wait()`` has returned in
+    Python; the group's threads were still running after destroy_process_group (the core shows three). When the main thread is already in ``Py_FinalizeEx``, the work's destructor
+    decrefs a Python-owned tensor, ``gil_scoped_acquire`` meets the finalizing interpreter, which
+    ``pthread_exit``s the thread inside a noexcept destructor: "terminate called without an active
+    exception", SIGABRT, after the work is done. ``os._exit`` skips finalization, so no thread can meet it.
+    """
     import torch.distributed as dist
 
     dist.barrier()

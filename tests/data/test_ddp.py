@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import free_port, leave_process_group
+from helpers import free_port, leave_process_group, spawn_ranks
 
 from mmbert.data import MLMDataModule, SampleMix
 
@@ -53,7 +52,7 @@ def run_rank(rank: int, world: int, port: int, out: str) -> None:
 @pytest.mark.slow
 def test_two_ranks_get_different_data_and_resume_exactly(tmp_path: Path) -> None:
     port = free_port()
-    mp.spawn(run_rank, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    spawn_ranks(run_rank, 2, port, str(tmp_path))
     r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
     assert [x["rank"] for x in r] == [0, 1] and all(x["ranks_in_state"] == 2 for x in r)
     assert not any(torch.equal(a, b) for a, b in zip(r[0]["before"], r[1]["before"], strict=True))

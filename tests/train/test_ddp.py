@@ -8,12 +8,13 @@ must add up over ranks, and a non-finite loss on one rank must be handled the sa
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from helpers import TINY, FixedSteps, fit_on_cpu, sample_batches
+from helpers import TINY, FixedSteps, fit_on_cpu, free_port, sample_batches, survivors_of_sigkill
 
 from mmbert.train import MLMModule
 
@@ -84,3 +85,33 @@ def test_a_non_finite_loss_on_one_rank_is_skipped_on_both(tmp_path):
     _fit(batches, 2, tmp_path / "skip.pt", _NaNOnRankOne, max_steps=2, on_nonfinite="skip")  # no hang
     ranks = [torch.load(tmp_path / f"skip-rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert ranks[0] == ranks[1] == {"steps": [1, 1, 2], "skipped": 1}, "the same step skipped on both"
+
+
+# Two ranks as the tests spawn them: rank 1 never reaches the barrier, so rank 0 waits in it for ever. The
+# file argv[2] appears once both ranks are connected.
+_WAITING_RANKS = """
+import signal, sys
+from pathlib import Path
+import torch.distributed as dist
+from helpers import spawn_ranks
+
+def wait(rank: int, port: int, ready: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    if rank == 0:
+        Path(ready).touch()
+        dist.barrier()
+    signal.pause()
+
+if __name__ == "__main__":
+    spawn_ranks(wait, int(sys.argv[1]), sys.argv[2])
+"""
+
+
+@pytest.mark.slow  # each rank imports helpers (Lightning, the data package): 10-40 s
+@pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
+def test_spawned_ranks_die_with_a_killed_parent(tmp_path):
+    script, ready = tmp_path / "waiting_ranks.py", tmp_path / "ready"
+    script.write_text(_WAITING_RANKS)
+    # Both ranks and multiprocessing's resource tracker (it ends once the parent and the ranks, which hold its
+    # pipe, are gone).
+    assert survivors_of_sigkill([sys.executable, str(script), str(free_port()), str(ready)], 3, ready) == {}

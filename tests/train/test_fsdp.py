@@ -16,8 +16,16 @@ import lightning as L
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import TINY, FixedSteps, fit_on_cpu, free_port, leave_process_group, sample_batches, torchrun_env
+from helpers import (
+    TINY,
+    FixedSteps,
+    fit_on_cpu,
+    free_port,
+    leave_process_group,
+    sample_batches,
+    spawn_ranks,
+    torchrun_env,
+)
 from torch import nn
 
 from mmbert.train import MLMModule
@@ -147,7 +155,7 @@ def _optimizer_worker(rank: int, store: str, out: str) -> None:
 def sharded_runs(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("fsdp")
     out = tmp / "sharded.pt"
-    mp.spawn(_optimizer_worker, args=(str(tmp / "store"), str(out)), nprocs=WORLD, join=True)
+    spawn_ranks(_optimizer_worker, str(tmp / "store"), str(out), world=WORLD)
     return torch.load(out, weights_only=True)
 
 
@@ -191,19 +199,10 @@ MICRO = 4  # micro-batches per optimizer step over all ranks: two per rank on tw
 LIGHTNING_STEPS = 2
 
 
-class _ShardedMLM(MLMModule):
-    """MLMModule with the configure_model hook that FSDP2Strategy needs."""
-
-    def configure_model(self) -> None:
-        parallelize = getattr(self.trainer.strategy, "parallelize", None)
-        if parallelize is not None:
-            parallelize(self.net)
-
-
 def _fit(strategy, devices: int, batches: list[dict]) -> tuple[MLMModule, L.Trainer]:
     L.seed_everything(0)
     optimizer = functools.partial(StableAdamW, lr=1e-2, betas=BETAS, eps=EPS, weight_decay=WD)
-    module = _ShardedMLM(model_config=TINY, optimizer=optimizer)
+    module = MLMModule(model_config=TINY, optimizer=optimizer)  # its own configure_model shards
     return module, fit_on_cpu(module, FixedSteps(batches, MICRO), LIGHTNING_STEPS, devices, strategy)
 
 
@@ -224,7 +223,7 @@ def _lightning_worker(rank: int, port: int, out: str, batches: list[dict], check
         record["local_rows"] = layer_weight.to_local().shape[0]
         record["rows"] = layer_weight.shape[0]
         torch.save(record, out)
-    leave_process_group()
+    leave_process_group()  # not a plain return: a torch abort at interpreter exit (see its docstring)
 
 
 def test_fsdp_version_2_translates_the_fsdp1_options():
@@ -244,7 +243,7 @@ def test_fsdp2_strategy_trains_like_one_process(tmp_path, checkpointing):
     batches = sample_batches(MICRO * LIGHTNING_STEPS)
     one, _ = _fit("auto", 1, batches)  # all MICRO micro-batches of a step on one process
     out = tmp_path / "fsdp2.pt"
-    mp.spawn(_lightning_worker, args=(free_port(), str(out), batches, checkpointing), nprocs=WORLD)
+    spawn_ranks(_lightning_worker, free_port(), str(out), batches, checkpointing, world=WORLD)
     two = torch.load(out, weights_only=True)
     assert two["sharded"], "every parameter of the net must be a DTensor"
     assert two["local_rows"] < two["rows"], "and actually sharded"
