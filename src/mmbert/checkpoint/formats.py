@@ -59,7 +59,7 @@ HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 # transformers 5 saves a fast tokenizer's class as "TokenizersBackend", which transformers 4 cannot load;
-# every version from 4.48 on loads "PreTrainedTokenizerFast" as the same tokenizer.
+# every version from 4.48.3 (the oldest tested) on loads "PreTrainedTokenizerFast" as the same tokenizer.
 PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 _TRANSFORMERS5_TOKENIZER_CLASS = "TokenizersBackend"
 # What ModernBERT takes, as the released mmBERT tokenizers say: without it transformers 4's

@@ -58,7 +58,7 @@ def save_hf_folder(
 ) -> Path:
     """Write config.json, model.safetensors (without the tied decoder.weight) and, if given, the tokenizer
     (a tokenizer folder, a tokenizer.json file or a transformers tokenizer) into `path`; returns the folder.
-    The folder loads in transformers 4.48 to 5.x alike."""
+    The folder loads in transformers 4.48.3 to 5.x alike."""
     folder = Path(path)
     tok = _resolve_tokenizer(tokenizer, model.config)
     if tok is not None:
