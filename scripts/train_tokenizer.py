@@ -27,6 +27,8 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalize
 from tokenizers.trainers import BpeTrainer
 from transformers import PreTrainedTokenizerFast
 
+from mmbert.checkpoint.formats import make_tokenizer_config_portable
+
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB_SIZE = 8192
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
@@ -86,6 +88,7 @@ def main(corpus: Path, out: Path) -> None:
     )  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(out)
+    make_tokenizer_config_portable(out)
     special_map = {
         "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>",
         "mask_token": "<mask>", "cls_token": "<bos>", "sep_token": "<eos>",

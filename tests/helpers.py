@@ -1,22 +1,29 @@
 """Builders the tests share: the repository's paths, the train config as train.py composes it, tiny models,
 a fast CPU run's overrides, the sample corpus's first micro-batches, a raw jsonl corpus for prepare, a bare
-CPU fit, two-process scaffolding, the children a SIGKILLed process leaves.
+CPU fit, two-process scaffolding, the children a SIGKILLed process leaves, side virtual environments with other
+packages' versions.
 Tests import it as ``helpers`` (pytest's pythonpath)."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+import pytest
+import torch
 from lightning.pytorch.strategies import Strategy
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
@@ -31,6 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 FIXTURES = REPO / "tests" / "fixtures"
 GOLDEN = REPO / "tests" / "golden"
+PYPI = "https://pypi.org/simple/"
+# This environment's torch, pinned in every side environment so that pip never swaps in another build.
+TORCH = f"torch=={torch.__version__.split('+')[0]}"
+# Side environments, kept between runs (one per set of pins) so that a rerun installs nothing.
+SIDE_VENVS = Path(os.environ.get("MMBERT_TEST_VENVS", Path.home() / ".cache" / "mmbert-test-venvs"))
 
 # Vocabulary of the tiny model configs that are not tied to the sample tokenizer.
 VOCAB = 300
@@ -268,3 +280,58 @@ def leave_process_group() -> None:
     dist.barrier()
     dist.destroy_process_group()
     os._exit(0)
+
+
+def pypi_reachable() -> bool:
+    try:
+        with urllib.request.urlopen(PYPI + "pip/", timeout=15):
+            return True
+    except OSError:
+        return False
+
+
+def run_command(
+    *cmd: str | Path, cwd: Path, env: dict[str, str], timeout: int
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def pip_install(python: Path, *args: str | Path, cwd: Path, env: dict[str, str]) -> None:
+    """``pip install args`` into ``python``'s environment; skips, saying so, where PyPI cannot be reached."""
+    proc = run_command(python, "-m", "pip", "install", *args, cwd=cwd, env=env, timeout=1200)
+    if proc.returncode != 0 and not pypi_reachable():
+        pytest.skip(f"PyPI ({PYPI}) is unreachable and `pip install {' '.join(map(str, args))}` failed")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+def side_env() -> dict[str, str]:
+    """This process's environment for a side environment's python: the tree under test first on the path
+    (whatever mmbert is installed), no user site, offline hub, one thread per process."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "VIRTUAL_ENV")}
+    return env | {
+        "PYTHONPATH": str(REPO / "src"),
+        "PYTHONNOUSERSITE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+def side_venv(*pins: str) -> Path:
+    """Python of a venv that sees this environment's packages (``--system-site-packages``) with ``pins``
+    installed over them: another tool's version (an older transformers, mosaicml-streaming) without a second
+    torch. Built once per pins, Python and torch under SIDE_VENVS; a build cut short is redone."""
+    key = hashlib.sha256(json.dumps([sys.version, TORCH, *pins]).encode()).hexdigest()[:16]
+    venv = SIDE_VENVS / f"{'_'.join(pins)}-{key}"
+    python = venv / "bin" / "python"
+    built = venv / "mmbert-pins.json"
+    if not built.is_file():
+        shutil.rmtree(venv, ignore_errors=True)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300
+        )
+        pip_install(python, *pins, TORCH, cwd=venv, env=side_env())
+        built.write_text(json.dumps(pins) + "\n")
+    return python

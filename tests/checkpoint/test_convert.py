@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, make_model
+from helpers import REPO, TINY, make_model, run_command, side_env, side_venv
+from transformers import AutoTokenizer
 
+from mmbert.analysis.embeddings import mean_pooled
 from mmbert.cli.convert import main
+from mmbert.downstream.toy import corpus_sentences
 from mmbert.model import MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 
@@ -37,7 +41,7 @@ def _lightning_checkpoint(net: MmBertForMaskedLM, path) -> None:
 
 
 def test_to_hf_loads_in_transformers_with_the_same_logits(tmp_path):
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModelForMaskedLM
 
     net = _tiny()
     _lightning_checkpoint(net, tmp_path / "run.ckpt")
@@ -71,3 +75,41 @@ def test_to_hf_rejects_a_foreign_checkpoint(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "other.ckpt" in err and "mmbert_config" in err and len(err.strip().splitlines()) == 1
+
+
+SENTENCE_TRANSFORMERS = "sentence-transformers==6.3.0"
+# Loads the HF folder argv[1] as sentence-transformers does a plain transformers model (mean pooling), embeds
+# the texts of argv[2] (a JSON list) into argv[3] (.npy) and prints its version and modules.
+EMBED = """
+import json, sys
+import numpy as np
+import sentence_transformers
+model = sentence_transformers.SentenceTransformer(sys.argv[1], device="cpu")
+np.save(sys.argv[3], model.encode(json.loads(sys.argv[2]), batch_size=3))
+print(sentence_transformers.__version__)
+print(model)
+"""
+
+
+@pytest.mark.slow
+def test_to_hf_export_embeds_in_sentence_transformers_as_the_projects_mean_pooling(tmp_path):
+    net = _tiny().eval()
+    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
+    sentences = corpus_sentences(REPO / "data" / "sample")
+    texts = [sentences[lang][i] for lang in ("eng_Latn", "fao_Latn", "cmn_Hani", "tir_Ethi") for i in (0, 1)]
+
+    python = side_venv(SENTENCE_TRANSFORMERS)
+    proc = run_command(
+        python, "-c", EMBED, tmp_path / "hf", json.dumps(texts), tmp_path / "st.npy",
+        cwd=tmp_path, env=side_env(), timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    version, modules = proc.stdout.split("\n", 1)
+    assert version == SENTENCE_TRANSFORMERS.split("==")[1]
+    assert "Pooling({'embedding_dimension': 64, 'pooling_mode': 'mean'," in modules
+    theirs = torch.from_numpy(np.load(tmp_path / "st.npy"))
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
+    ours = mean_pooled(net, tokenizer, texts, batch_size=3, max_len=8192)
+    assert theirs.shape == ours.shape == (len(texts), net.config.hidden_size)
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)

@@ -18,20 +18,17 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import FAST, REPO, tiny_config
+from helpers import FAST, REPO, TORCH, pip_install, run_command, tiny_config
 
 from mmbert.checkpoint.hf import save_hf_folder
 from mmbert.downstream.toy import corpus_sentences, script_rows, write_rows, write_splits
 from mmbert.model import MmBertForMaskedLM
 
-PYPI = "https://pypi.org/simple/"
-TORCH = f"torch=={torch.__version__.split('+')[0]}"
 # Imported as if absent (``sys.modules[name] = None`` makes any import of them fail).
 BLOCKED = ("matplotlib", "pandas", "wandb", "submitit", "nbformat", "nbclient")
 # Runs a script (``RUN_BLOCKED path args``) or a module (``RUN_BLOCKED -m name args``) with those blocked.
@@ -55,27 +52,6 @@ COMMANDS = (
 )
 
 
-def _pypi_reachable() -> bool:
-    try:
-        with urllib.request.urlopen(PYPI + "pip/", timeout=15):
-            return True
-    except OSError:
-        return False
-
-
-def _run(*cmd: str | Path, cwd: Path, env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _pip_install(python: Path, *args: str | Path, cwd: Path, env: dict[str, str]) -> None:
-    proc = _run(python, "-m", "pip", "install", *args, cwd=cwd, env=env, timeout=1200)
-    if proc.returncode != 0 and not _pypi_reachable():
-        pytest.skip(f"PyPI ({PYPI}) is unreachable and `pip install {' '.join(map(str, args))}` failed")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-
-
 @dataclass
 class PlainEnv:
     """A venv with only ``pip install -e REPO`` (and torch), and how to run a command in it."""
@@ -85,7 +61,9 @@ class PlainEnv:
     root: Path
 
     def run(self, *args: str | Path, timeout: int = 600) -> subprocess.CompletedProcess:
-        proc = _run(self.python, "-c", RUN_BLOCKED, *args, cwd=self.root, env=self.env, timeout=timeout)
+        proc = run_command(
+            self.python, "-c", RUN_BLOCKED, *args, cwd=self.root, env=self.env, timeout=timeout
+        )
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
         return proc
 
@@ -99,8 +77,8 @@ def plain(tmp_path_factory: pytest.TempPathFactory) -> PlainEnv:
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    _pip_install(python, TORCH, cwd=root, env=env)
-    _pip_install(python, "-e", REPO, cwd=root, env=env)
+    pip_install(python, TORCH, cwd=root, env=env)
+    pip_install(python, "-e", REPO, cwd=root, env=env)
     return PlainEnv(python, env, root)
 
 
@@ -114,7 +92,7 @@ def tiny_hf(plain: PlainEnv) -> Path:
 @pytest.mark.slow
 def test_no_optional_package_is_installed_and_every_command_is(plain: PlainEnv) -> None:
     probe = "import importlib.util as u; print(sorted(n for n in ('matplotlib', 'nbformat', 'wandb') if u.find_spec(n)))"
-    installed = _run(plain.python, "-c", probe, cwd=plain.root, env=plain.env, timeout=120)
+    installed = run_command(plain.python, "-c", probe, cwd=plain.root, env=plain.env, timeout=120)
     assert installed.returncode == 0 and installed.stdout.strip() == "[]", installed.stdout + installed.stderr
     missing = [c for c in COMMANDS if not (plain.python.parent / c).is_file()]
     assert not missing, f"console scripts not installed: {missing}"

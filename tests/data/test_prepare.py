@@ -18,7 +18,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from helpers import REPO, write_many_files
+from helpers import REPO, run_command, side_env, side_venv, write_many_files
 
 from mmbert.cli.prepare import main, parse_args
 from mmbert.data import FolderMix, MdsMix, MLMDataModule, SampleMix
@@ -113,6 +113,56 @@ def test_chunked_and_compressed(tmp_path: Path, tok) -> None:
                        mask_ratio=0.3, val_docs_per_lang=0)  # fmt: skip
     batch = next(dm.train_batches())
     assert batch["num_tokens"] > 0 and int(batch["max_seqlen"]) <= 48
+
+
+STREAMING = "mosaicml-streaming==0.13.0"
+# Every sample of the merged index under argv[1], in index order, read by mosaicml-streaming's
+# StreamingDataset (as the mmBERT authors' training reads it); prints its version, then the samples as JSON.
+# streaming/__init__.py imports streaming.vision, whose torchvision (PyPI's is a CUDA build) cannot load beside
+# the CPU torch, so the package is entered without running that __init__: every module used is streaming's own.
+STREAM_READ = """
+import importlib.machinery, importlib.metadata, importlib.util, json, sys
+package = importlib.util.module_from_spec(importlib.machinery.ModuleSpec("streaming", None, is_package=True))
+package.__path__ = importlib.util.find_spec("streaming").submodule_search_locations
+sys.modules["streaming"] = package
+from streaming.base import StreamingDataset
+dataset = StreamingDataset(local=sys.argv[1], shuffle=False, batch_size=1)
+print(importlib.metadata.version("mosaicml-streaming"))
+print(json.dumps([[dataset[i]["id"], dataset[i]["input_ids"].tolist()] for i in range(dataset.num_samples)]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", [(), ("chunk=48", "compression=zstd")])
+def test_mosaicml_streaming_reads_every_sample_as_the_project(tmp_path: Path, tok, settings) -> None:
+    out = tmp_path / "mds"
+    langs = ["eng_Latn", "cmn_Hani"]
+    run(
+        out,
+        "source=data/sample",
+        f"languages=[{','.join(langs)}]",
+        "size_limit=16384",
+        "workers=1",
+        *settings,
+    )
+    python = side_venv(STREAMING)
+    mix = FolderMix("data/sample", languages=langs)
+    for lang in langs:
+        ours = read_records(out / lang)
+        assert len({p.name for p in (out / lang).rglob("shard.*")}) > 1  # several shards and parts
+        # streaming decompresses shards beside the originals: it reads a copy
+        copy = shutil.copytree(out / lang, tmp_path / "streaming" / lang)
+        proc = run_command(python, "-c", STREAM_READ, copy, cwd=tmp_path, env=side_env(), timeout=600)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        version, samples = proc.stdout.split("\n", 1)
+        assert version == STREAMING.split("==")[1]
+        assert [(rid, ids) for rid, ids in json.loads(samples)] == ours
+        # and the samples of each document, in order, are its tokenized text after one <bos>
+        docs: dict[str, list[int]] = {}
+        for rid, ids in ours:
+            assert ids[0] == tok.bos_token_id
+            docs.setdefault(rid.split(".")[0], []).extend(ids[1:])
+        assert list(docs.values()) == [ids[1:] for ids in expected_records(mix, lang, tok)]
 
 
 def test_flat_jsonl_and_parquet_folders(tmp_path: Path, tok) -> None:

@@ -14,6 +14,7 @@ The project's own parameter names are transformers' ModernBERT names, so HF name
 
 from __future__ import annotations
 
+import json
 import re
 from enum import Enum
 from pathlib import Path
@@ -55,6 +56,28 @@ LIGHTNING_SUFFIXES = (".ckpt",)
 TORCH_SUFFIXES = (".pt", ".pth", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# transformers 5 saves a fast tokenizer's class as "TokenizersBackend", which transformers 4 cannot load;
+# every version from 4.48.3 (the oldest tested) on loads "PreTrainedTokenizerFast" as the same tokenizer.
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+_TRANSFORMERS5_TOKENIZER_CLASS = "TokenizersBackend"
+# What ModernBERT takes, as the released mmBERT tokenizers say: without it transformers 4's
+# PreTrainedTokenizerFast also returns token_type_ids, which `model(**tokenizer(texts))` does not accept.
+MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def make_tokenizer_config_portable(folder: Path) -> None:
+    """Rewrite ``folder``'s tokenizer_config.json so that transformers 4 and 5 load the same tokenizer with the
+    same outputs: a class name both know, and ModernBERT's input names."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    if config.get("tokenizer_class") == _TRANSFORMERS5_TOKENIZER_CLASS:
+        config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    config["model_input_names"] = MODEL_INPUT_NAMES
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def find_tokenizer_files(folder: Path) -> list[Path]:

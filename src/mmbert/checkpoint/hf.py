@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 
-from mmbert.checkpoint.formats import CONFIG_FILE, SAFETENSORS_FILE, TIED_KEY, find_tokenizer_files
+from mmbert.checkpoint.formats import (
+    CONFIG_FILE,
+    SAFETENSORS_FILE,
+    TIED_KEY,
+    find_tokenizer_files,
+    make_tokenizer_config_portable,
+)
 from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
 from mmbert.checkpoint.hub import resolve_folder
 from mmbert.checkpoint.loading import model_from_state
@@ -51,7 +57,8 @@ def save_hf_folder(
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
 ) -> Path:
     """Write config.json, model.safetensors (without the tied decoder.weight) and, if given, the tokenizer
-    (a tokenizer folder, a tokenizer.json file or a transformers tokenizer) into `path`; returns the folder."""
+    (a tokenizer folder, a tokenizer.json file or a transformers tokenizer) into `path`; returns the folder.
+    The folder loads in transformers 4.48.3 to 5.x alike."""
     folder = Path(path)
     tok = _resolve_tokenizer(tokenizer, model.config)
     if tok is not None:
@@ -64,6 +71,7 @@ def save_hf_folder(
     save_file(state, folder / SAFETENSORS_FILE, metadata={"format": "pt"})
     if tok is not None:
         tok.save_pretrained(folder)
+        make_tokenizer_config_portable(folder)
     return folder
 
 

@@ -1,7 +1,7 @@
 """config.json <-> MmBertConfig: the architecture as transformers' ModernBERT describes it.
 
 Parsed and written here rather than through transformers' ModernBertConfig, so that every transformers version
-(4.48 to 5.x, legacy and new layouts) reads and writes the same model, and so that reading a checkpoint's
+(4.48.3 to 5.x, legacy and new layouts) reads and writes the same model, and so that reading a checkpoint's
 architecture needs no transformers at all.
 """
 
