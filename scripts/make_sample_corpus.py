@@ -70,7 +70,7 @@ out like FineWeb2 (`{iso639_3}_{Script}/train/*.jsonl[.gz]` and `test/`, records
 
 - Text: hand-written everyday sentences per language (`scripts/sample_text/{lang}.txt`) plus 12 sentences
   translated into every language (`scripts/sample_text/parallel.json`). Documents are seeded recombinations
-  of a language's sentences, so the text is repetitive by design; sizes differ ~24x in tokens between English
+  of a language's sentences, so the text is repetitive by design; sizes differ ~20x in tokens between English
   and Faroese/Tigrinya.
 - Held out: a seeded third of each language's own sentences (5 or 6; the parallel sentences never) is kept
   for `test/`. Validation documents are made of held-out sentences only and training documents never contain
