@@ -1,8 +1,10 @@
 """Write the embedded sample corpus ``data/sample`` (deterministic; no network).
 
 The base text is hand-written: ``scripts/sample_text/{lang}.txt`` (sentences of one language) and
-``scripts/sample_text/parallel.json`` (the same 12 sentences in every language). Documents are seeded
-recombinations of a language's sentences, laid out like FineWeb2:
+``scripts/sample_text/parallel.json`` (the same 12 sentences in every language). A seeded third of each
+language's own sentences is held out: ``test/`` documents are made of those alone and ``train/`` documents of
+the rest (the parallel sentences always train), so validation measures text the model has never seen.
+Documents are seeded recombinations of their pool's sentences, laid out like FineWeb2:
 
     data/sample/{iso639_3}_{Script}/train/000_00000.jsonl[.gz] ...   records {"id", "text", "language",
     data/sample/{iso639_3}_{Script}/test/000_00000.jsonl              "language_script"}
@@ -10,7 +12,8 @@ recombinations of a language's sentences, laid out like FineWeb2:
     data/sample/languages.json      language names and the phase subsets
 
 Language sizes differ by ~30x in documents (English, Russian, Chinese large; Faroese, Tigrinya tiny) to
-mirror the skew of real mixtures. Run ``scripts/train_tokenizer.py`` afterwards (tokenizer + token counts).
+mirror the skew of real mixtures. Run ``scripts/train_tokenizer.py --counts-only`` afterwards (token counts
+with the committed tokenizer; without the flag it retrains ``data/tokenizer``, which changes every token id).
 
     python scripts/make_sample_corpus.py [OUT_DIR]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import random
 import shutil
 import sys
@@ -53,6 +57,7 @@ SUBSETS = {
     "decay": {"languages": list(LANGUAGES)},  # the phase name (conf/phase/decay.yaml): Decay-All
 }
 TEST_DOCS = 40
+HELD_OUT_SHARE = 1 / 3  # of a language's own sentences (rounded up): 5 to 6 of its 14 to 18
 DOCS_PER_FILE = 300
 NO_SPACE = {"cmn_Hani", "jpn_Jpan"}  # sentences are joined without a space
 
@@ -65,21 +70,37 @@ out like FineWeb2 (`{iso639_3}_{Script}/train/*.jsonl[.gz]` and `test/`, records
 
 - Text: hand-written everyday sentences per language (`scripts/sample_text/{lang}.txt`) plus 12 sentences
   translated into every language (`scripts/sample_text/parallel.json`). Documents are seeded recombinations
-  of a language's sentences, so the text is repetitive by design; sizes differ ~24x in tokens between English
+  of a language's sentences, so the text is repetitive by design; sizes differ ~20x in tokens between English
   and Faroese/Tigrinya.
+- Held out: a seeded third of each language's own sentences (5 or 6; the parallel sentences never) is kept
+  for `test/`. Validation documents are made of held-out sentences only and training documents never contain
+  one, so `val/loss` and `val/acc` measure sentences the model never trained on: no sentence of any `test/`
+  document occurs in a `train/` document of any language (0% overlap; `tests/data/test_corpus.py` checks
+  it). Before the split, every sentence of every validation document (100%) also occurred in training.
+- The tokenizer `data/tokenizer` predates the split: its BPE was trained on documents that still held every
+  sentence, so it kept its ids, and held-out words tokenize as compactly as training words.
 - `parallel.jsonl`: the 12 parallel sentences, one record per sentence id, one field per language.
 - `languages.json`: language names and the phase subsets (`pretrain` 9 languages, `midtrain`/`decay-cont` 16,
   `decay-eng` 16 with English tokens x3, `decay-all` (= `decay`) 27), used by `conf/data_mix/sample.yaml`.
 - `mmbert_token_counts.json`: tokens per language with `data/tokenizer` (the `n_i` of temperature mixing),
-  refreshed by `scripts/train_tokenizer.py`.
+  refreshed by `scripts/train_tokenizer.py --counts-only`.
 
-Regenerate: `python scripts/make_sample_corpus.py && python scripts/train_tokenizer.py` (deterministic).
+Regenerate: `python scripts/make_sample_corpus.py && python scripts/train_tokenizer.py --counts-only`
+(deterministic).
 """
 
 
-def sentences(lang: str, parallel: dict[str, list[str]]) -> list[str]:
-    own = [s.strip() for s in (TEXT / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
-    return [*parallel[lang], *own]
+def own_sentences(lang: str) -> list[str]:
+    return [s.strip() for s in (TEXT / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
+
+
+def split_pools(lang: str, parallel: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    """(train pool, held-out pool) of a language. Only its own sentences are held out: the parallel ones
+    must stay in training, where the notebooks' retrieval expects the model to have seen them."""
+    own = own_sentences(lang)
+    k = math.ceil(len(own) * HELD_OUT_SHARE)
+    held = set(random.Random(f"mmbert-sample/{lang}/held-out").sample(own, k))
+    return [*parallel[lang], *(s for s in own if s not in held)], [s for s in own if s in held]
 
 
 def document(rng: random.Random, pool: list[str], lang: str) -> str:
@@ -117,8 +138,8 @@ def main(out: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     for lang, (_, n_train) in LANGUAGES.items():
-        pool = sentences(lang, parallel)
-        for split, n_docs in (("train", n_train), ("test", TEST_DOCS)):
+        train_pool, test_pool = split_pools(lang, parallel)
+        for split, n_docs, pool in (("train", n_train, train_pool), ("test", TEST_DOCS, test_pool)):
             rng = random.Random(f"mmbert-sample/{lang}/{split}")
             lines = [record(lang, split, i, document(rng, pool, lang)) for i in range(n_docs)]
             folder = out / lang / split

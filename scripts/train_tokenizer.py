@@ -12,14 +12,18 @@ training pipeline frames every document, so ``tokenizer(text)`` gives exactly wh
 itself adds only ``<bos>``; the data pipeline does not rely on either (it adds the specials itself).
 ``<mask>`` strips the space before it, so ``"la capitale de <mask>."`` masks a whole word.
 
-    python scripts/train_tokenizer.py [CORPUS_DIR [OUT_DIR]]
+    python scripts/train_tokenizer.py [--counts-only] [CORPUS_DIR [OUT_DIR]]
+
+``--counts-only`` keeps the tokenizer in OUT_DIR and refreshes only the corpus's token counts: the way to
+follow a change of the sample corpus without renumbering the token ids that tests, fixtures and notebooks
+hold.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import string
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,7 +84,7 @@ def build(corpus: Path) -> Tokenizer:
     return tok
 
 
-def main(corpus: Path, out: Path) -> None:
+def write(corpus: Path, out: Path) -> None:
     tok = build(corpus)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>", pad_token="<pad>",
@@ -97,19 +101,24 @@ def main(corpus: Path, out: Path) -> None:
     ids = {t: tok.token_to_id(t) for t in SPECIALS}
     print(f"wrote {out}: vocab {tok.get_vocab_size()}, specials {ids}")
 
+
+def refresh_counts(corpus: Path, tokenizer: Path) -> None:
     from mmbert.data import FolderMix
     from mmbert.data.tokenizer import load_tokenizer
 
     load_tokenizer.cache_clear()
-    counts = FolderMix(str(corpus), tokenizer=str(out)).token_counts()
+    counts = FolderMix(str(corpus), tokenizer=str(tokenizer)).token_counts()
     print(
         f"token counts: max {max(counts.values())}, min {min(counts.values())}, total {sum(counts.values())}"
     )
 
 
 if __name__ == "__main__":
-    args = [Path(a) for a in sys.argv[1:]]
-    main(
-        args[0] if args else ROOT / "data" / "sample",
-        args[1] if len(args) > 1 else ROOT / "data" / "tokenizer",
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("corpus", nargs="?", type=Path, default=ROOT / "data" / "sample")
+    parser.add_argument("out", nargs="?", type=Path, default=ROOT / "data" / "tokenizer")
+    parser.add_argument("--counts-only", action="store_true", help="keep the tokenizer, refresh the counts")
+    args = parser.parse_args()
+    if not args.counts_only:
+        write(args.corpus, args.out)
+    refresh_counts(args.corpus, args.out)

@@ -119,3 +119,48 @@ def test_every_data_mix_config_instantiates_from_any_directory(tmp_path: Path, m
     counts = real["pretrain"].token_counts()
     assert Counter(counts).most_common(1)[0][0] == "eng"
     assert real["pretrain"].meaning.weights(counts, 0.7)["eng"] == counts["eng"] / sum(counts.values())
+
+
+def inventory(lang: str) -> tuple[set[str], set[str]]:
+    """(own, parallel) hand-written sentences of a language, the sample corpus's whole vocabulary of text."""
+    text = ROOT / "scripts" / "sample_text"
+    own = {s.strip() for s in (text / f"{lang}.txt").read_text(encoding="utf-8").splitlines() if s.strip()}
+    return own, set(json.loads((text / "parallel.json").read_text(encoding="utf-8"))[lang])
+
+
+def split_sentences(doc: str, pool: set[str]) -> list[str]:
+    """The pool sentences a document is made of. Sentences hold spaces and Chinese/Japanese ones are joined
+    without any, so the split is a search over prefixes; AssertionError if the pool cannot make the text."""
+    by_start: dict[str, list[str]] = {}
+    for s in pool:
+        by_start.setdefault(s[0], []).append(s)
+
+    def rest(i: int, dead: set[int]) -> list[str] | None:
+        i = len(doc) - len(doc[i:].lstrip())
+        if i == len(doc):
+            return []
+        for s in by_start.get(doc[i], []) if i not in dead else []:
+            if doc.startswith(s, i) and (tail := rest(i + len(s), dead)) is not None:
+                return [s, *tail]
+        dead.add(i)
+        return None
+
+    parts = rest(0, set())
+    assert parts is not None, f"not made of the inventory's sentences: {doc[:80]!r}"
+    return parts
+
+
+def test_validation_sentences_never_occur_in_training() -> None:
+    """Validation must measure unseen text: every language holds out sentences for its test/ documents, and
+    no such sentence (nor any parallel one) is inside a train/ document, matched as a substring."""
+    mix = FolderMix("data/sample")
+    for lang in mix.languages:
+        own, parallel = inventory(lang)
+        source = mix.val_source(lang)
+        assert source is not None
+        held = {s for doc in source.first_docs(10**6) for s in split_sentences(str(doc), own | parallel)}
+        assert len(held) >= 5 and not held & parallel, lang
+        train = "\0".join(str(doc) for doc in mix.train_source(lang).first_docs(10**6))
+        assert [s for s in held if s in train] == [], lang
+        # the rest of the language's sentences do train (the split withholds nothing else)
+        assert all(s in train for s in (own - held) | parallel), lang

@@ -141,7 +141,7 @@ def test_mds_released_shards_are_read_at_their_sizes() -> None:
     mix = instantiate(cfg)
     assert (mix.meaning.counts, mix.meaning.released_tau) == ("released", None)
     counts = mix.known_counts()  # the fixture's committed cache: no tokenizer, no reading
-    assert counts == {"eng_Latn": 1420, "fao_Latn": 1349}
+    assert counts == {"eng_Latn": 1084, "fao_Latn": 1682}
     total = sum(counts.values())
     for tau in (0.3, 0.7):  # released_tau null: the shards' own shares whatever the tau
         assert shares(mix, tau) == {k: n / total for k, n in counts.items()}
@@ -149,7 +149,7 @@ def test_mds_released_shards_are_read_at_their_sizes() -> None:
     # pinned released_tau: another tau re-tempers
     pinned = MdsMix(str(MDS_FIXTURE), tokenizer="data/tokenizer", counts="released", released_tau=0.3)
     w = shares(pinned, 0.5)
-    assert w["eng_Latn"] / w["fao_Latn"] == pytest.approx((1420 / 1349) ** (0.5 / 0.3), rel=1e-12)
+    assert w["eng_Latn"] / w["fao_Latn"] == pytest.approx((1084 / 1682) ** (0.5 / 0.3), rel=1e-12)
     # the class default stays available tokens (shards written from a corpus)
     plain = MdsMix(str(MDS_FIXTURE), tokenizer="data/tokenizer")
     assert shares(plain, 0.5) == temperature_weights(counts, 0.5)
@@ -159,8 +159,8 @@ def test_datamodule_trains_on_the_mix_target_weights() -> None:
     mix = MdsMix(str(MDS_FIXTURE), tokenizer="data/tokenizer", counts="released")
     dm = MLMDataModule(mix, seq_len=64, rows_per_device=2, tau=0.5, mask_ratio=0.3, val_docs_per_lang=0)
     dm.setup("fit")
-    assert dm.weights == {"eng_Latn": 1420 / 2769, "fao_Latn": 1349 / 2769}
-    assert dm.token_counts == {"eng_Latn": 1420, "fao_Latn": 1349}
+    assert dm.weights == {"eng_Latn": 1084 / 2766, "fao_Latn": 1682 / 2766}
+    assert dm.token_counts == {"eng_Latn": 1084, "fao_Latn": 1682}
     report = dm.mixture_report()
     assert (report["tau"], report["counts"], report["released_tau"]) == (0.5, "released", None)
     assert set(report["languages"]["eng_Latn"]) == {

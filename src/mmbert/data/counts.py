@@ -62,7 +62,7 @@ MDS_KEY = "mds"  # the cache key of pre-tokenized shards' counts, which no token
 EXACT, ESTIMATE = "exact", "estimate"
 METHODS = (EXACT, ESTIMATE)
 SAMPLE_BYTES = 1 << 20  # per language: ~0.3 s of one core's tokenizer; estimates within 1% on real text
-SAMPLE_WINDOWS = 64  # per language: strata of its bytes, each sampled at one seeded random window
+SAMPLE_WINDOWS = 512  # per language: strata of its bytes, each sampled at one seeded random window
 _ENCODE_BATCH = 256
 _CONTEXT = 32  # characters tokenized on each side of a covered part, so its edges split as in place
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mmbert.data import FolderMix
 from mmbert.data.eval_texts import read_parallel, read_test_texts
 from mmbert.data.langcodes import language_script
 
@@ -34,12 +35,16 @@ _SPLITS = ("train", "dev", "test")
 
 
 def corpus_sentences(corpus: str | Path, max_docs: int = 40) -> dict[str, list[str]]:
-    """``{language: distinct sentences}`` of the corpus's test split, in first-seen order. Thai marks
+    """``{language: distinct sentences}`` of the first ``max_docs`` documents of each language's test split,
+    then of its train split, in first-seen order. Both splits, because a corpus may hold out few sentences
+    for test (the sample corpus: 5 or 6 a language), too few for the tasks' three splits. Thai marks
     sentences with spaces, so its documents split at spaces."""
+    test = read_test_texts(corpus, max_docs=max_docs)
+    mix = FolderMix(str(corpus), languages=list(test))
     out = {}
-    for lang, docs in read_test_texts(corpus, max_docs=max_docs).items():
+    for lang, docs in test.items():
         seen: dict[str, None] = {}
-        for doc in docs:
+        for doc in [*docs, *map(str, mix.train_source(lang).first_docs(max_docs))]:
             for line in doc.splitlines():
                 parts = line.split(" ") if language_script(lang) == "Thai" else _SENTENCE_END.split(line)
                 seen.update((p.strip(), None) for p in parts if p.strip())
