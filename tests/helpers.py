@@ -274,6 +274,7 @@ def leave_process_group() -> None:
     decrefs a Python-owned tensor, ``gil_scoped_acquire`` meets the finalizing interpreter, which
     ``pthread_exit``s the thread inside a noexcept destructor: "terminate called without an active
     exception", SIGABRT, after the work is done. ``os._exit`` skips finalization, so no thread can meet it.
+    Standalone pure-torch candidate reproducer (for filing upstream): scripts/repro_gloo_exit_abort.py.
     """
     import torch.distributed as dist
 
