@@ -20,6 +20,11 @@ class DataError(UserError):
     offending path, key or setting."""
 
 
+class HubError(UserError):
+    """The Hugging Face Hub refused a request (no such repo, config, revision or file; no access) or kept
+    failing after its retries; the message names the repo, revision and file."""
+
+
 class CheckpointError(UserError):
     """A checkpoint cannot be read as asked; the message names the file and what is wrong with it."""
 

@@ -110,12 +110,18 @@ def test_odd_text_trains_and_bad_records_are_skipped(tmp_path: Path) -> None:
     assert batch["num_tokens"] > 0 and int(batch["input_ids"].max()) < len(dm.tokenizer)
 
 
-def test_unknown_language_in_a_hub_mix_fails_at_setup(tmp_path: Path) -> None:
+def test_unknown_language_in_a_hub_mix_is_excluded_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     (tmp_path / "README.md").write_text(
         "---\nconfigs:\n- config_name: fao_Latn\n  data_files:\n  - split: train\n    path: data/fao_Latn/train/*\n---\n"
     )
     write_lang(tmp_path / "data", "fao_Latn", [{"text": "Veðrið er gott."}] * 4)
     mix = HubMix(name="m", token_counts={"fao": 5, "qqq": 5}, tokenizer="data/tokenizer", repo=str(tmp_path))
     dm = MLMDataModule(mix, **GOOD, val_docs_per_lang=1)
-    with pytest.raises(DataError, match="'qqq' has no config"):
-        dm.setup("fit")
+    dm.setup("fit")
+    assert dm.languages == ["fao"]
+    assert (
+        "language 'qqq' excluded from training" in caplog.text
+        and "has no config for language 'qqq'" in caplog.text
+    )

@@ -64,9 +64,24 @@ def test_languages_resolve_to_fineweb2_configs(hub_repo: Path) -> None:
     assert m.configs("rus") == ["rus_Cyrl"]  # not rus_Cyrl_removed
     assert sorted(m.configs("srp")) == ["srp_Cyrl", "srp_Latn"]
     assert m.configs("fao_Latn") == ["fao_Latn"]
-    bad = HubMix(name="bad", token_counts={"xyz": 10}, repo=str(hub_repo))
-    with pytest.raises(DataError, match="'xyz' has no config"):
-        bad.train_source("xyz").files()
+    bad = HubMix(name="bad", token_counts={"xyz": 10}, repo=str(hub_repo)).train_source("xyz")
+    assert bad.files() == [] and bad.absent.endswith("has no config for language 'xyz'")
+
+
+def test_a_language_missing_from_the_repo_is_excluded_or_refused(hub_repo: Path) -> None:
+    counts = {"rus": 3000, "xyz_Latn": 100}
+    dm = MLMDataModule(
+        HubMix(name="gap", token_counts=counts, tokenizer="data/tokenizer", repo=str(hub_repo)),
+        seq_len=64, rows_per_device=2, tau=0.5, mask_ratio=0.3, val_docs_per_lang=0,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.languages == ["rus"] and "has no config for language 'xyz_Latn'" in dm.excluded["xyz_Latn"]
+    strict = HubMix(name="gap", token_counts=counts, tokenizer="data/tokenizer", repo=str(hub_repo))
+    with pytest.raises(DataError, match=r"xyz_Latn: .* has no config for language 'xyz_Latn'"):
+        MLMDataModule(
+            strict, seq_len=64, rows_per_device=2, tau=0.5, mask_ratio=0.3, val_docs_per_lang=0,
+            strict_languages=True,
+        ).setup("fit")  # fmt: skip
 
 
 def test_streamed_documents_sharded_exactly_once(hub_repo: Path) -> None:

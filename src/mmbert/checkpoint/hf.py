@@ -21,7 +21,7 @@ from mmbert.checkpoint.formats import (
     make_tokenizer_config_portable,
 )
 from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
-from mmbert.checkpoint.hub import resolve_folder
+from mmbert.checkpoint.hub import resolve_folder, resolve_tokenizer_source
 from mmbert.checkpoint.loading import model_from_state
 from mmbert.checkpoint.readers import HfFolderReader
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
@@ -113,7 +113,7 @@ def _resolve_tokenizer(
         raise TypeError(
             f"tokenizer must be None, a path or a PreTrainedTokenizerBase, got {type(tokenizer).__name__}"
         )
-    path = Path(tokenizer)
+    path = resolve_tokenizer_source(tokenizer)
     if path.is_dir():
         return AutoTokenizer.from_pretrained(path)
     if path.is_file() and path.suffix == ".json":
@@ -136,7 +136,9 @@ def _resolve_tokenizer(
                 )
             special[role] = token
         return PreTrainedTokenizerFast(tokenizer_object=raw, **special)
-    raise FileNotFoundError(f"tokenizer {path} is neither a tokenizer folder nor a tokenizer .json file")
+    raise FileNotFoundError(
+        f"tokenizer {path} is neither a tokenizer folder, a tokenizer .json file nor a hub name like 'org/model'"
+    )
 
 
 def _check_tokenizer_size(tokenizer: PreTrainedTokenizerBase, cfg: MmBertConfig) -> None:

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
+from mmbert import hub
 from mmbert.data.batch import StepBatch
 from mmbert.data.holdout import plan_sources
 from mmbert.data.masking import Masker, check_mask_ratio, special_ids_table
@@ -354,6 +355,14 @@ class MLMDataModule(L.LightningDataModule):
         report["excluded"] = dict(self.excluded)  # languages without usable training documents, and why
         return report
 
+    def take_wait(self) -> float:
+        """Seconds this rank waited for training rows since the last call."""
+        return self._stream.take_wait()
+
+    def hub_stats(self) -> dict[str, float]:
+        """Hub retries by kind (``retries/<kind>``) and seconds waiting on the Hub (``wait_s``) of this rank."""
+        return self._stream.hub_stats()
+
     def write_mixture_json(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -374,9 +383,13 @@ class MLMDataModule(L.LightningDataModule):
         """What resuming needs as it was saved."""
         self.setup("fit")
         key = zlib.crc32(repr([(lang, self.weights[lang]) for lang in self.languages]).encode())
+        # The hub commits read: a resume reads the same files (a run folder keeps them, hub/); elsewhere pin
+        # them with data_mix.revision.
+        commits = hub.pins()
         return {
             "languages": list(self.languages), "seq_len": self.seq_len, "seed": self.seed,
             "num_workers": max(self.num_workers, 1), "mixture": key,  # the same languages, counts and tau
+            **({"hub_commits": commits} if commits else {}),
         }  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:

@@ -52,6 +52,8 @@ def val_source(mix: MixSpec, lang: str) -> Source | None:
 
 
 def _no_documents(source: Source) -> str:
+    if source.absent:
+        return source.absent
     files = list(source.files())
     where = ", ".join(files[:3]) + (f" and {len(files) - 3} more files" if len(files) > 3 else "")
     return f"no usable documents in {where or 'no files'}"

@@ -3,8 +3,8 @@ is :mod:`mmbert.cli.prepare`; the settings are :class:`PrepareConfig`).
 
 ``source`` is a FineWeb2-layout folder (``{iso}_{Script}/train/*``: every language, or ``languages``), a
 folder of data files of one language (``.parquet``, ``.jsonl[.gz|.zst]``, ``.txt``; named ``name``, default
-the folder's name) or ``hub:REPO`` (a hub dataset through ``datasets``, one config per entry of
-``languages``, split ``split``). ``tokenizer`` is any tokenizer :func:`mmbert.data.load_tokenizer` loads.
+the folder's name) or ``hub:REPO`` (a hub dataset, listed once and read by range requests at one commit,
+:mod:`mmbert.hub`; one config per entry of ``languages``, split ``split``). ``tokenizer`` is any tokenizer :func:`mmbert.data.load_tokenizer` loads.
 
 What it writes under ``out`` (read by ``data_mix=mds data_mix.path=OUT`` and by ``mosaicml-streaming``):
 

@@ -21,7 +21,7 @@ import gzip
 import io
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,15 +29,21 @@ from typing import IO, Any
 import pyarrow.parquet as pq
 import zstandard
 
-from mmbert.errors import DataError
+from mmbert.errors import DataError, HubError
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".txt")
+# JSON lines under the names datasets also reads them by (e.g. codeparrot's file-*.json.gz on the Hub).
+_ALIASES = {".json.gz": "jsonl.gz"}
+Opener = Callable[[], IO[bytes]]  # opens a file for binary reading (local, or a Hub file read by range)
 # What a corrupt file raises while read (pyarrow's ArrowInvalid is a ValueError).
 _READ_ERRORS = (OSError, EOFError, ValueError, zstandard.ZstdError)
 
 
 def file_format(path: str | Path) -> str | None:
     name = str(path).lower()
+    for suffix, fmt in _ALIASES.items():
+        if name.endswith(suffix):
+            return fmt
     for suffix in SUFFIXES:
         if name.endswith(suffix):
             return suffix.lstrip(".")
@@ -100,13 +106,13 @@ def decode_record(raw: Any, fmt: str, text_field: str, skips: SkipCounter) -> st
     return text
 
 
-def zstd_chunks(path: Path) -> Iterator[bytes]:
+def zstd_chunks(path: Path, opener: Opener | None = None) -> Iterator[bytes]:
     """Decompressed data of a (multi-frame) zstd file; a truncated last frame raises ``EOFError``.
 
     ``zstandard``'s stream reader ends quietly on a truncated file, which would silently drop data.
     """
     dobj, in_frame = zstandard.ZstdDecompressor().decompressobj(), False
-    with open(path, "rb") as f:
+    with (opener or _local(path))() as f:
         while chunk := f.read(1 << 20):
             while chunk:
                 in_frame = True
@@ -119,24 +125,28 @@ def zstd_chunks(path: Path) -> Iterator[bytes]:
         raise EOFError("truncated zstd stream")
 
 
-def _lines(path: Path, fmt: str) -> Iterator[bytes]:
+def _local(path: Path) -> Opener:
+    return lambda: open(path, "rb")
+
+
+def _lines(path: Path, fmt: str, opener: Opener) -> Iterator[bytes]:
     if fmt == "jsonl.zst":
         tail = b""
-        for data in zstd_chunks(path):
+        for data in zstd_chunks(path, opener):
             *lines, tail = (tail + data).split(b"\n")
             yield from (line for line in lines if line.strip())
         if tail.strip():
             yield tail
         return
-    with open(path, "rb") as raw:
+    with opener() as raw:
         stream: IO[bytes] = gzip.GzipFile(fileobj=raw) if fmt == "jsonl.gz" else raw
         for line in io.BufferedReader(stream, 1 << 20):  # type: ignore[arg-type]
             if line.strip():
                 yield line
 
 
-def _paragraphs(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", errors="replace") as f:
+def _paragraphs(opener: Opener) -> Iterator[str]:
+    with io.TextIOWrapper(opener(), encoding="utf-8", errors="replace") as f:
         para: list[str] = []
         for line in f:
             if line.strip():
@@ -148,8 +158,16 @@ def _paragraphs(path: Path) -> Iterator[str]:
             yield "\n".join(para)
 
 
-def _parquet_blocks(path: Path, text_field: str, block_size: int, start: int) -> Iterator[Block]:
-    pf = pq.ParquetFile(path)
+def _parquet_blocks(
+    path: Path, text_field: str, block_size: int, start: int, opener: Opener
+) -> Iterator[Block]:
+    with opener() as f:
+        yield from _row_group_blocks(pq.ParquetFile(f), path, text_field, block_size, start)
+
+
+def _row_group_blocks(
+    pf: pq.ParquetFile, path: Path, text_field: str, block_size: int, start: int
+) -> Iterator[Block]:
     if text_field not in pf.schema_arrow.names:
         raise DataError(f"{path}: no column {text_field!r} (columns: {pf.schema_arrow.names})")
     ordinal = first = 0
@@ -184,22 +202,26 @@ def _sequence_blocks(records: Iterator[Any], block_size: int, start: int) -> Ite
         yield Block(ordinal, ordinal, ordinal * block_size, block)
 
 
-def iter_blocks(path: Path, text_field: str, block_size: int, start: int = 0) -> Iterator[Block]:
-    """Blocks of ``block_size`` raw records of one file, from block ``start`` on.
+def iter_blocks(
+    path: Path | str, text_field: str, block_size: int, start: int = 0, opener: Opener | None = None
+) -> Iterator[Block]:
+    """Blocks of ``block_size`` raw records of one file, from block ``start`` on; ``opener`` opens it (default:
+    the local file ``path``; a Hub file passes its range reader, and ``path`` names it).
 
     A corrupt file (bad parquet, truncated gzip/zstd, unreadable) raises :class:`DataError` naming it.
     """
     fmt = file_format(path)
     if fmt is None:
         raise DataError(f"{path}: unsupported file type (supported: {', '.join(SUFFIXES)})")
+    opener = opener or _local(Path(path))
     try:
         if fmt == "parquet":
-            yield from _parquet_blocks(path, text_field, block_size, start)
+            yield from _parquet_blocks(Path(path), text_field, block_size, start, opener)
         elif fmt == "txt":
-            yield from _sequence_blocks(_paragraphs(path), block_size, start)
+            yield from _sequence_blocks(_paragraphs(opener), block_size, start)
         else:
-            yield from _sequence_blocks(_lines(path, fmt), block_size, start)
-    except (DataError, GeneratorExit):  # GeneratorExit: a generator closed at interpreter exit
+            yield from _sequence_blocks(_lines(Path(path), fmt, opener), block_size, start)
+    except (DataError, HubError, GeneratorExit):  # GeneratorExit: a generator closed at interpreter exit
         raise
     except _READ_ERRORS as e:
         raise DataError(f"{path}: corrupt or unreadable {fmt} file ({type(e).__name__}: {e})") from e

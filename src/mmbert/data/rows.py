@@ -27,6 +27,7 @@ from mmbert.data.mix.base import Source
 from mmbert.data.packing import BestFitPacker, Row, frame_documents
 from mmbert.data.sampling import TokenSampler
 from mmbert.data.tokenizer import load_tokenizer, tokenize_documents
+from mmbert.hub import STATS
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def identity(x: Any) -> Any:
 
 
 class PackedRowDataset(IterableDataset):
-    """Infinite stream of ``{"worker", "shard", "row", "snapshot", "snapshot_id", "since"}`` items."""
+    """Infinite stream of ``{"worker", "shard", "row", "snapshot", "snapshot_id", "since", "hub"}`` items;
+    ``hub`` is the worker's Hub retries and waiting since it started (:data:`mmbert.hub.STATS`)."""
 
     def __init__(
         self,
@@ -141,9 +143,12 @@ class PackedRowDataset(IterableDataset):
         worker = ((info.id if info else 0) + self.worker_offset) % self.num_workers
         shard = self.rank * self.num_workers + worker
         gen = RowGenerator(self.cfg, shard, self.world_size * self.num_workers, self.resume.get(worker))
+        start = STATS.snapshot()  # a forked worker inherits the main process's counts
         while True:
             row, snapshot = gen.next_row()
+            now = STATS.snapshot()
             yield {
                 "worker": worker, "shard": shard, "row": row, "snapshot": snapshot,
                 "snapshot_id": gen.snapshot_id, "since": gen.since,
+                "hub": {k: v - start.get(k, 0.0) for k, v in now.items()},
             }  # fmt: skip

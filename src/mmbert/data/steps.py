@@ -10,6 +10,8 @@ realised tokens is the whole position (:meth:`TrainStream.state`).
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,6 +23,7 @@ from mmbert.data.masking import Masker
 from mmbert.data.resume import portable
 from mmbert.data.rows import PackedRowDataset, PipelineConfig, identity
 from mmbert.data.workers import die_with_parent
+from mmbert.hub import STATS
 
 
 def mask_rng(seed: int, rank: int) -> np.random.Generator:
@@ -37,6 +40,10 @@ class TrainStream:
         self.mask_rng = mask_rng(seed, rank)
         self.generation = 0
         self._rows: Iterator[dict[str, Any]] | None = None
+        self.in_process = True  # rows made in this process (no dataloader workers)
+        self.wait_s = 0.0  # seconds spent waiting for rows, since the last call of take_wait
+        self._worker_hub: dict[int, dict[str, float]] = {}  # latest Hub counts of each live worker
+        self._closed_hub: Counter[str] = Counter()  # those of the workers of earlier generations
 
     def drop(self, languages: Sequence[str]) -> None:
         for lang in languages:
@@ -57,6 +64,10 @@ class TrainStream:
             dataset, batch_size=None, num_workers=num_workers, collate_fn=identity,
             prefetch_factor=prefetch if num_workers else None, worker_init_fn=die_with_parent,
         )  # fmt: skip
+        for counts in self._worker_hub.values():
+            self._closed_hub.update(counts)
+        self._worker_hub = {}
+        self.in_process = num_workers == 0
         self._rows = iter(loader)
         self.generation += 1
         return self.generation
@@ -65,8 +76,11 @@ class TrainStream:
         assert self._rows is not None
         rows = []
         for _ in range(n):
+            start = time.perf_counter()
             item = next(self._rows)
+            self.wait_s += time.perf_counter() - start
             w = item["worker"]
+            self._worker_hub[w] = item["hub"]
             prev = self.workers.get(w)
             snapshot = item["snapshot"] if item["snapshot"] is not None else (prev or {}).get("snapshot")
             if snapshot is None or (item["snapshot"] is None and prev["snapshot_id"] != item["snapshot_id"]):
@@ -79,6 +93,21 @@ class TrainStream:
             self.rows_consumed += 1
             rows.append(item["row"])
         return rows
+
+    def take_wait(self) -> float:
+        """Seconds spent waiting for rows since the last call (the data loader stalling the step)."""
+        wait, self.wait_s = self.wait_s, 0.0
+        return wait
+
+    def hub_stats(self) -> dict[str, float]:
+        """This rank's Hub retries by kind (``retries/<kind>``) and seconds waiting on the Hub (``wait_s``):
+        its own calls plus those of its dataloader workers, past and present."""
+        total: Counter[str] = Counter(STATS.snapshot())
+        if not self.in_process:
+            total.update(self._closed_hub)
+            for counts in self._worker_hub.values():
+                total.update(counts)
+        return dict(total)
 
     def micro_batch(
         self,

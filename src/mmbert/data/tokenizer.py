@@ -12,8 +12,9 @@ from tokenizers import Tokenizer
 from torch import Tensor
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from mmbert.checkpoint.hub import resolve_tokenizer_source
 from mmbert.data.paths import resolve_tokenizer
-from mmbert.errors import DataError
+from mmbert.errors import DataError, HubError
 
 
 @cache
@@ -21,7 +22,9 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerFast:
     """A fast tokenizer with pad/bos/eos/mask tokens, from a local folder or a hub id."""
     resolved = resolve_tokenizer(name)
     try:
-        tok = AutoTokenizer.from_pretrained(resolved)
+        tok = AutoTokenizer.from_pretrained(resolve_tokenizer_source(resolved))
+    except HubError:
+        raise
     except Exception as e:  # transformers raises OSError/ValueError/HF errors for a missing tokenizer
         raise DataError(f"cannot load tokenizer {name!r} (resolved to {resolved!r}): {e}") from e
     if not isinstance(tok, PreTrainedTokenizerFast):

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmbert.errors import DataError
+from mmbert.errors import DataError, HubError
+from mmbert.hub import retrying
 
 UNKNOWN_LANGUAGE = "und"  # ISO 639 "undetermined": rows of a source that names no language
 SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -140,7 +141,13 @@ def _read_hub(spec: dict[str, Any], split_name: str) -> tuple[str, list[dict[str
     language = _language_rule(spec, split_name)
     origin = f"{hub}" + (f"/{config}" if config else "") + f"[{split}]"
     try:
-        ds = datasets.load_dataset(hub, config, split=split, **spec)
+        # Retried whole on a transient Hub error: what datasets has downloaded stays in its cache.
+        ds = retrying(
+            f"task.{split_name}_file: {origin}",
+            lambda: datasets.load_dataset(hub, config, split=split, **spec),
+        )
+    except HubError:
+        raise
     except Exception as err:  # hub, network and builder errors are many types
         raise DataError(f"task.{split_name}_file: could not load {origin}: {err}") from err
     return origin, _with_label_names(ds), language

@@ -3,7 +3,7 @@
 from mmbert.train.callbacks.budget import StopAtTokens
 from mmbert.train.callbacks.export import HFExportCallback
 from mmbert.train.callbacks.mixture import MixtureReportCallback
-from mmbert.train.callbacks.progress import ThroughputMonitor, TokenProgressBar
+from mmbert.train.callbacks.progress import DataWaitMonitor, ThroughputMonitor, TokenProgressBar
 from mmbert.train.callbacks.schedules import (
     BatchSizeWarmupCallback,
     LRScheduleCallback,
@@ -18,6 +18,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "BatchSizeWarmup",
     "BatchSizeWarmupCallback",
+    "DataWaitMonitor",
     "HFExportCallback",
     "LRSchedule",
     "LRScheduleCallback",

@@ -14,6 +14,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from mmbert import hub
 from mmbert.data import load_tokenizer
 from mmbert.errors import ConfigError, DataError
 from mmbert.train.config import RunShape, scaled_tokens, validate
@@ -85,6 +86,9 @@ def check_init_tokenizer(init_from: str, tokenizer, tokenizer_name: str) -> None
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
     shape = validate(cfg)
+    # What the Hub holds is asked for once and kept here: every rank, worker and resumed run reads the same
+    # commit's files and tokenizer.
+    hub.use_folder(Path(cfg.paths.output_dir) / "hub")
     check_cpu_memory(cfg)
     model_config = hydra.utils.instantiate(cfg.model.config)
     # A checkpoint of another model size fails here, in one line, rather than after the data is set up.

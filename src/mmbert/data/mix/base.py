@@ -26,6 +26,7 @@ class Source(ABC):
     name: str
     holdout: int = 0
     pretokenized: bool = False
+    absent: str | None = None  # why the source has no files, where that says more than an empty list
 
     @abstractmethod
     def files(self) -> Sequence[str]:

@@ -3,60 +3,30 @@ datasets such as ``HuggingFaceFW/fineweb-2``, each language streamed as a :class
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cache
+from functools import partial
 from typing import Any
 
+from mmbert import hub
 from mmbert.data.langcodes import normalize_language
 from mmbert.data.mix.base import Doc, MixSpec, Source
 from mmbert.data.mix.count_meaning import AVAILABLE, CountMeaning
 from mmbert.data.mix.settings import as_list, check_counts
-from mmbert.data.readers import Block, SkipCounter, decode_record
+from mmbert.data.readers import Block, SkipCounter, decode_record, file_format, iter_blocks
 from mmbert.errors import DataError
 
 log = logging.getLogger(__name__)
 
 
-@cache
-def _hub_files(
-    repo: str, config: str | None, split: str, revision: str | None
-) -> tuple[str, tuple[str, ...]]:
-    """(packaged module, data files) of one config/split, as ``datasets`` resolves them."""
-    import datasets
-
-    try:
-        builder = datasets.load_dataset_builder(repo, config, revision=revision)
-    except Exception as e:  # datasets raises many types for a missing repo/config; name what was asked
-        raise DataError(f"cannot open hub dataset {repo!r} config {config!r}: {type(e).__name__}: {e}") from e
-    files = (builder.config.data_files or {}).get(split)
-    if not files:
-        raise DataError(f"hub dataset {repo!r} config {config!r} has no split {split!r}")
-    return builder.name, tuple(str(f) for f in files)
-
-
-@cache
-def hub_configs(repo: str, revision: str | None = None) -> tuple[str, ...]:
-    import datasets
-
-    try:
-        return tuple(datasets.get_dataset_config_names(repo, revision=revision))
-    except Exception as e:
-        raise DataError(f"cannot list the configs of hub dataset {repo!r}: {type(e).__name__}: {e}") from e
-
-
-_MISSING = object()
-
-
 class HubSource(Source):
     """One or more configs of a hub dataset (e.g. ``HuggingFaceFW/fineweb-2``, ``rus_Cyrl``), streamed.
 
-    Files are resolved by ``datasets`` (``load_dataset_builder(...).config.data_files``) and each is read with
-    ``load_dataset(<module>, data_files=[file], streaming=True)``; the cursor of a block is the streaming
-    dataset's ``state_dict()`` at its start, so a restart resumes inside a file without re-reading it.
-    ``repo`` may be a local folder laid out like the hub repository (a README with ``configs``).
+    The files come from the repo's :func:`mmbert.hub.snapshot` (one listing per run, pinned to a commit) and are
+    read with range requests (:func:`mmbert.hub.open_remote`) by the same block readers as local files, so a
+    cursor is a block index and a restart reads on from it. ``repo`` may be a local folder laid out like the
+    hub repository (a mirror: README with ``configs``, or plain data files).
     """
 
     def __init__(
@@ -72,45 +42,37 @@ class HubSource(Source):
         self.name = name
         self.repo, self.configs, self.split = repo, list(configs), split
         self.text_field, self.holdout, self.revision = text_field, holdout, revision
+        self._listed: list[tuple[str, int, str, bool]] | None = None  # (url or path, size, format, remote)
 
-    def _resolved(self) -> list[tuple[str, str]]:
-        out = []
-        for config in self.configs:
-            module, files = _hub_files(self.repo, config, self.split, self.revision)
-            out.extend((module, f) for f in files)
-        return out
+    def _files(self) -> list[tuple[str, int, str, bool]]:
+        if self._listed is None:
+            snap = hub.snapshot(self.repo, self.revision)
+            paths = [p for config in self.configs for p in snap.data_files(config, self.split)]
+            self._listed = [
+                (snap.url(p), snap.files[p], file_format(p) or "parquet", not snap.local) for p in paths
+            ]
+        return self._listed
+
+    @property
+    def absent(self) -> str | None:
+        """Why the source has no files (None when it has some)."""
+        if self._files():
+            return None
+        where = hub.snapshot(self.repo, self.revision).where
+        if not self.configs:
+            return f"{where} has no config for language {self.name!r}"
+        return f"{where} has no {self.split!r} files in config(s) {', '.join(map(str, self.configs))}"
 
     def files(self) -> Sequence[str]:
-        return [f for _, f in self._resolved()]
+        return [url for url, *_ in self._files()]
 
     def blocks(self, file_idx: int, cursor: Any, block_size: int) -> Iterator[Block]:
-        import datasets
-
-        module, url = self._resolved()[file_idx]
-        ds = datasets.load_dataset(module, data_files={"train": [url]}, split="train", streaming=True)
-        ordinal, first = 0, 0
-        if cursor is not None:
-            ds.load_state_dict(cursor["state"])
-            ordinal, first = cursor["ordinal"], cursor["first_record"]
-        it = iter(ds)
-        while True:
-            start = {"state": copy.deepcopy(ds.state_dict()), "ordinal": ordinal, "first_record": first}
-            raws = []
-            for example in it:
-                raws.append(example.get(self.text_field, _MISSING))
-                if len(raws) == block_size:
-                    break
-            if not raws:
-                return
-            yield Block(start, ordinal, first, raws)
-            ordinal += 1
-            first += len(raws)
+        url, size, _, remote = self._files()[file_idx]
+        opener = partial(hub.open_remote, url, size, url) if remote else None
+        return iter_blocks(url, self.text_field, block_size, cursor or 0, opener)
 
     def decode(self, file_idx: int, raw: Any, skips: SkipCounter) -> Doc | None:
-        if raw is _MISSING:
-            skips[f"no '{self.text_field}'"] += 1
-            return None
-        return decode_record(raw, "parquet", self.text_field, skips)
+        return decode_record(raw, self._files()[file_idx][2], self.text_field, skips)
 
 
 class HubMix(MixSpec):
@@ -171,20 +133,15 @@ class HubMix(MixSpec):
         return dict(self._counts)
 
     def configs(self, lang: str) -> list[str]:
-        """The configs of a language: itself if it names one, else all its ``{iso}_{Script}`` configs.
+        """The configs of a language: itself if it names one, else all its ``{iso}_{Script}`` configs ([] when
+        the repo has none: the language is then excluded like an empty local one).
 
         FineWeb2's ``{iso}_{Script}_removed`` configs hold filtered-out documents and are never matched.
         """
-        available = hub_configs(self.repo, self.revision)
+        available = hub.snapshot(self.repo, self.revision).config_names()
         if "_" in lang:
-            found = [lang] if lang in available else []
-        else:
-            found = [c for c in available if re.fullmatch(rf"{re.escape(lang)}_[A-Z][a-z]{{3}}", c)]
-        if not found:
-            raise DataError(
-                f"mix {self.name!r}: language {lang!r} has no config in hub dataset {self.repo!r}"
-            )
-        return found
+            return [lang] if lang in available else []
+        return [c for c in available if re.fullmatch(rf"{re.escape(lang)}_[A-Z][a-z]{{3}}", c)]
 
     def _source(self, lang: str, split: str, holdout: int) -> HubSource:
         o = self.overrides.get(lang)
@@ -209,9 +166,7 @@ class HubMix(MixSpec):
         if split is None:
             return None
         src = self._source(lang, split, 0)
-        try:
-            src.files()
-        except DataError as e:
-            log.warning("%s; validating %s on held-out training documents", e, lang)
+        if not src.files():
+            log.info("%s; validating %s on held-out training documents", src.absent, lang)
             return None
         return src

@@ -63,8 +63,37 @@ class ThroughputMonitor(L.Callback):
             pl_module.log("train/mfu", rate * flops / (self._peak * trainer.world_size), on_step=True)
 
 
+class DataWaitMonitor(L.Callback):
+    """Logs ``data/wait_s`` (seconds the step waited for its training rows: a slow Hub or too few workers shows
+    here, not as an unexplained drop in tokens/s) and ``data/hub_retries`` (Hub calls retried so far on this
+    rank, its dataloader workers included); when training ends, logs the totals by kind."""
+
+    def __init__(self) -> None:
+        self.total_wait_s = 0.0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        dm = fitted_datamodule(trainer)
+        wait = dm.take_wait()
+        self.total_wait_s += wait
+        retries = sum(v for k, v in dm.hub_stats().items() if k.startswith("retries/"))
+        pl_module.log_dict(
+            {"data/wait_s": wait, "data/hub_retries": float(retries)}, on_step=True, on_epoch=False
+        )
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        stats = fitted_datamodule(trainer).hub_stats()
+        kinds = ", ".join(
+            f"{k.removeprefix('retries/')} x{int(v)}" for k, v in sorted(stats.items()) if k != "wait_s"
+        )
+        log.info(
+            "rank %d waited %.1f s for training rows; Hub: %.1f s in requests, retries: %s",
+            trainer.global_rank, self.total_wait_s, stats.get("wait_s", 0.0), kinds or "none",
+        )  # fmt: skip
+
+
 class TokenProgressBar(ProgressBar):
-    """One bar over the phase's token budget: tokens seen / total, tokens/s, ETA, loss and step."""
+    """One bar over the phase's token budget: tokens seen / total, tokens/s, ETA, loss and step, and the seconds
+    the step waited for data and the Hub retries when there are any."""
 
     def __init__(self, total_tokens: int, refresh_rate: int = 1) -> None:
         super().__init__()
@@ -95,6 +124,10 @@ class TokenProgressBar(ProgressBar):
         for key, name in (("train/loss", "loss"), ("val/loss", "val")):
             if key in metrics:
                 postfix[name] = f"{float(metrics[key]):.3f}"
+        if float(metrics.get("data/wait_s", 0.0)) >= 0.1:
+            postfix["data_wait"] = f"{float(metrics['data/wait_s']):.1f}s"
+        if float(metrics.get("data/hub_retries", 0.0)):
+            postfix["hub_retries"] = int(metrics["data/hub_retries"])
         self._bar.set_postfix(postfix, refresh=False)
 
     def on_train_end(self, trainer, pl_module) -> None:
