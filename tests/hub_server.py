@@ -641,6 +641,8 @@ _UNSET_VARIABLES = (
     "HUGGINGFACE_HUB_CACHE",
     "HUGGINGFACE_ASSETS_CACHE",
     "HUGGINGFACE_CO_STAGING",
+    # mmbert's kept Hub listings of an earlier run in this process (mmbert.hub.snapshot).
+    "MMBERT_HUB_DIR",
 )
 
 

@@ -89,18 +89,23 @@ def test_a_missing_repo_is_one_line_before_the_first_step(server: HubServer, tmp
 
 
 @pytest.mark.slow
-def test_faults_change_nothing_but_the_retry_count(server: HubServer, tmp_path: Path) -> None:
-    _train(server, tmp_path, "clean", "data.num_workers=1")
+def test_faults_change_nothing_but_the_retry_count_and_the_waits(server: HubServer, tmp_path: Path) -> None:
+    # No dataloader workers: a slow read stalls the step itself, which data/wait_s must show.
+    _train(server, tmp_path, "clean", "data.num_workers=0")
     server.clear_log()
     server.add_fault(kind="info", every=2, status=429, retry_after=1)
     server.add_fault(kind="tree", nth=1, status=503)
     server.add_fault(kind="resolve", path_regex=r"\.parquet$", every=3, reset_after=100)
     server.add_fault(kind="resolve", path_regex=r"\.parquet$", every=5, status=502)
-    _train(server, tmp_path, "faulted", "data.num_workers=1")
+    server.add_fault(kind="resolve", path_regex=r"\.parquet$", delay=0.5)
+    _train(server, tmp_path, "faulted", "data.num_workers=0")
     clean, faulted = _losses(tmp_path / "clean"), _losses(tmp_path / "faulted")
+    print(f"\nclean losses {clean}\nfaulted      {faulted}")
     assert len(clean) == STEPS and faulted == clean
     retries = [v for _, v in logged(tmp_path / "faulted", "data/hub_retries")]
-    assert retries[-1] > 0
+    waits = [v for _, v in logged(tmp_path / "faulted", "data/wait_s")]
+    print(f"retries logged {retries[-1]:.0f}; slowest step waited {max(waits):.2f} s for data")
+    assert retries[-1] > 0 and max(waits) >= 0.5
 
 
 @pytest.mark.slow
@@ -115,6 +120,7 @@ def test_a_resume_reads_the_pinned_commit_from_the_exact_position(server: HubSer
     ckpt = tmp_path / "run" / "checkpoints" / "step-0000006.ckpt"
     _train(server, tmp_path, "run", "data.num_workers=1", f"ckpt_path={ckpt}")
     resumed = _losses(tmp_path / "run")
+    print(f"\nuninterrupted {full}\nresumed at 6  {resumed}")
     assert {s: resumed[s] for s in full if s > 6} == {s: full[s] for s in full if s > 6}
 
 

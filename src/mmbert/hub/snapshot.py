@@ -215,23 +215,38 @@ class SnapshotStore:
         return {snap.repo: snap.sha for snap in self._memo.values() if snap.sha is not None}
 
 
+# How the folder reaches processes started afresh (ddp_spawn ranks, spawned workers): they inherit it.
+FOLDER_ENV = "MMBERT_HUB_DIR"
 _STORE = SnapshotStore()
 
 
 def use_folder(folder: str | Path | None) -> None:
-    """Keep this process's snapshots in ``folder`` (a run's ``hub/``): every rank of the run and a resumed
-    run then read the same commit's files."""
+    """Keep this process's snapshots (and the processes it starts) in ``folder`` (a run's ``hub/``): every
+    rank and worker of the run and a resumed run then read the same commit's files. Forgets the snapshots
+    this process has seen."""
     global _STORE
+    if folder is None:
+        os.environ.pop(FOLDER_ENV, None)
+    else:
+        os.environ[FOLDER_ENV] = str(folder)
     _STORE = SnapshotStore(Path(folder) if folder is not None else None)
 
 
+def _store() -> SnapshotStore:
+    global _STORE
+    folder = os.environ.get(FOLDER_ENV)
+    if _STORE.folder != (Path(folder) if folder else None):
+        _STORE = SnapshotStore(Path(folder) if folder else None)
+    return _STORE
+
+
 def store_folder() -> Path | None:
-    return _STORE.folder
+    return _store().folder
 
 
 def snapshot(repo: str, revision: str | None = None) -> RepoSnapshot:
-    return _STORE.get(repo, revision)
+    return _store().get(repo, revision)
 
 
 def pins() -> dict[str, str]:
-    return _STORE.pins()
+    return _store().pins()
