@@ -52,7 +52,7 @@ def test_evaluate_retrieves_on_a_hub_dataset_through_a_429(server: HubServer, tm
     out = tmp_path / "retrieve"
     _run(
         server, tmp_path, str(REPO / "evaluate.py"), "task=retrieve", f"model.path={model}",
-        "task.test_file={hub: org/bitext, split: test}", f"hydra.run.dir={out}",
+        f"model.tokenizer={TOKENIZER}", "task.test_file={hub: org/bitext, split: test}", f"hydra.run.dir={out}",
     )  # fmt: skip
     metrics = json.loads((out / "results.json").read_text())["metrics"]
     assert sum(m["n"] for m in metrics["per_language"].values()) == len(rows)

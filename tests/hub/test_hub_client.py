@@ -99,6 +99,16 @@ def test_permanent_errors_are_one_line_naming_repo_and_revision(
     assert "\n" not in str(err.value)
 
 
+def test_a_language_the_repo_lacks_is_excluded_with_a_warning(
+    server: HubServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    mix = HubMix("m", {**COUNTS, "tir": 5_000}, tokenizer=TOKENIZER, repo=DATASET)
+    dm = MLMDataModule(mix, seq_len=64, rows_per_device=2, tau=0.5, mask_ratio=0.3, val_docs_per_lang=2)
+    dm.setup("fit")
+    assert dm.languages == list(COUNTS) and "has no config for language 'tir'" in dm.excluded["tir"]
+    assert "language 'tir' excluded from training" in caplog.text
+
+
 def test_a_token_opens_a_private_repo(server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     server.require_token(DATASET, "secret")
     monkeypatch.setenv("HF_TOKEN", "secret")

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from mmbert.checkpoint.formats import CONFIG_FILE, EMBEDDING_KEY, TIED_KEY, find_tokenizer_files, is_hub_name
 from mmbert.checkpoint.hf_config import config_from_hf_dict
-from mmbert.checkpoint.hub import resolve_folder
+from mmbert.checkpoint.hub import resolve_folder, resolve_tokenizer_source
 from mmbert.checkpoint.readers import CheckpointReader, open_reader
-from mmbert.errors import CheckpointError
+from mmbert.errors import CheckpointError, HubError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 if TYPE_CHECKING:
@@ -129,8 +129,8 @@ def load_tokenizer_of(reader: CheckpointReader, cfg: MmBertConfig) -> PreTrained
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else source)
-    except OSError as err:  # a hub name that is not cached and no network
+        tokenizer = AutoTokenizer.from_pretrained(resolve_tokenizer_source(source))
+    except (OSError, HubError) as err:  # a hub name that is not cached and no network, or not on the Hub
         log.warning("tokenizer %s of %s could not be loaded: %s", source, reader.path, err)
         return None
     if len(tokenizer) > cfg.vocab_size:

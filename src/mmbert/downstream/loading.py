@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from mmbert.checkpoint import load_model
+from mmbert.checkpoint.hub import resolve_tokenizer_source
 from mmbert.errors import CheckpointNotFoundError, ConfigError
 from mmbert.model import MmBertForMaskedLM
 
@@ -24,7 +25,7 @@ def load_encoder(
     except CheckpointNotFoundError as err:
         raise ConfigError(f"model.path={source}: {err}") from err
     if tokenizer is not None:
-        tok = AutoTokenizer.from_pretrained(str(tokenizer))
+        tok = AutoTokenizer.from_pretrained(resolve_tokenizer_source(tokenizer))
     if tok is None:
         raise ConfigError(f"model.path={source} has no tokenizer; set model.tokenizer=FOLDER_OR_HUB_NAME")
     if tok.bos_token_id is None or tok.eos_token_id is None or tok.pad_token_id is None:
