@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from mmbert import encode
 from mmbert.analysis import (
     MaskedSentence,
     build_eval_set,
@@ -22,7 +23,6 @@ from mmbert.analysis import (
     improvement_kept,
     mask_word,
     matching_languages,
-    mean_pooled,
     one_per_script,
     pick_masked_sentences,
     read_parallel,
@@ -232,8 +232,8 @@ def test_fill_mask_reports_the_prediction(tok):
 
 def test_mean_pooling_ignores_padding(tok, model):
     texts = ["water", "dog water house tree sun moon river bread child road city book"]
-    batched = mean_pooled(model, tok, texts, batch_size=2)
-    alone = torch.cat([mean_pooled(model, tok, [t]) for t in texts])
+    batched = encode(model, texts, tokenizer=tok, batch_tokens=8)
+    alone = torch.cat([encode(model, [t], tokenizer=tok) for t in texts])
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-5)
     ids = torch.tensor(
         [[tok.bos_token_id, *tok("water", add_special_tokens=False)["input_ids"], tok.eos_token_id]]

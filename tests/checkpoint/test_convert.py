@@ -11,7 +11,7 @@ import torch
 from helpers import REPO, TINY, make_model, run_command, side_env, side_venv
 from transformers import AutoTokenizer
 
-from mmbert.analysis.embeddings import mean_pooled
+from mmbert import encode
 from mmbert.cli.convert import main
 from mmbert.downstream.toy import corpus_sentences
 from mmbert.model import MmBertForMaskedLM
@@ -110,6 +110,6 @@ def test_to_hf_export_embeds_in_sentence_transformers_as_the_projects_mean_pooli
     assert "Pooling({'embedding_dimension': 64, 'pooling_mode': 'mean'," in modules
     theirs = torch.from_numpy(np.load(tmp_path / "st.npy"))
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "hf")
-    ours = mean_pooled(net, tokenizer, texts, batch_size=3, max_len=8192)
+    ours = encode(net, texts, tokenizer=tokenizer, batch_tokens=64)
     assert theirs.shape == ours.shape == (len(texts), net.config.hidden_size)
     torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)

@@ -13,7 +13,6 @@ from mmbert.analysis.embeddings import (
     crosslingual_checkpoints,
     crosslingual_similarity,
     embed_parallel,
-    mean_pooled,
     summarise,
 )
 from mmbert.analysis.evaluation import (
@@ -80,7 +79,6 @@ __all__ = [
     "mark_phases",
     "mask_word",
     "matching_languages",
-    "mean_pooled",
     "metric_table",
     "mixture_shares",
     "one_per_script",

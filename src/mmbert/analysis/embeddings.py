@@ -3,55 +3,35 @@ translations line up across languages."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.models import batches_by_length, iter_checkpoints, padded_batch
-from mmbert.data.tokenizer import encode_framed
+from mmbert.analysis.models import iter_checkpoints
 from mmbert.model import MmBertForMaskedLM
-
-
-@torch.inference_mode()
-def mean_pooled(
-    model: MmBertForMaskedLM,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    batch_size: int = 32,
-    max_len: int = 256,
-) -> Tensor:
-    """[N, H] float32: the average of each text's last hidden states over its non-padding tokens (<bos> and
-    <eos> included, as mmBERT's mean pooling does), in the order of ``texts``."""
-    device = next(model.parameters()).device
-    seqs = encode_framed(tokenizer, texts, max_len)
-    out = torch.empty(len(seqs), model.config.hidden_size)
-    for idx in batches_by_length([len(s) for s in seqs], batch_size):
-        ids_BL, mask_BL, _ = padded_batch([seqs[i] for i in idx], tokenizer.pad_token_id, device=device)
-        hidden_BLH = model.model(ids_BL, attention_mask=mask_BL).float()
-        weights_BL1 = mask_BL[..., None].float()
-        out[idx] = ((hidden_BLH * weights_BL1).sum(1) / weights_BL1.sum(1)).cpu()
-    return out
+from mmbert.model.encode import encode
 
 
 def embed_parallel(
     model: MmBertForMaskedLM,
     tokenizer: PreTrainedTokenizerBase,
     parallel: pd.DataFrame,
-    batch_size: int = 32,
+    batch_tokens: int = 16384,
     max_len: int = 256,
 ) -> dict[str, pd.DataFrame]:
-    """``{language: DataFrame}`` of the embeddings of every sentence of ``parallel`` (see
-    :func:`mmbert.data.eval_texts.read_parallel`), indexed by sentence id."""
+    """``{language: DataFrame}`` of the mean-pooled embeddings (:func:`mmbert.encode`) of every sentence of
+    ``parallel`` (see :func:`mmbert.data.eval_texts.read_parallel`), indexed by sentence id."""
     embedded = {}
     for lang in parallel.columns:
         texts = parallel[lang].dropna()
-        vectors = mean_pooled(model, tokenizer, list(texts), batch_size, max_len)
+        vectors = encode(
+            model, list(texts), tokenizer=tokenizer, batch_tokens=batch_tokens, max_length=max_len
+        )
         embedded[lang] = pd.DataFrame(vectors.numpy(), index=texts.index)
     return embedded
 
@@ -120,12 +100,12 @@ def _unit_rows(x_NH: np.ndarray) -> np.ndarray:
 def crosslingual_checkpoints(
     checkpoints: Mapping[str, str | Path],
     parallel: pd.DataFrame,
-    batch_size: int = 32,
+    batch_tokens: int = 16384,
     device: str | torch.device = "cpu",
 ) -> dict[str, CrossLingual]:
     """:func:`crosslingual_similarity` of every checkpoint's embeddings of the parallel sentences."""
     return {
-        name: crosslingual_similarity(embed_parallel(model, tok, parallel, batch_size))
+        name: crosslingual_similarity(embed_parallel(model, tok, parallel, batch_tokens))
         for name, model, tok in iter_checkpoints(checkpoints, device=device)
     }
 

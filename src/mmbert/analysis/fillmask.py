@@ -18,10 +18,11 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedTokenizerBase
 
-from mmbert.analysis.models import iter_checkpoints, mlm_logits, padded_batch
+from mmbert.analysis.models import iter_checkpoints, mlm_logits
 from mmbert.data.langcodes import language_script
 from mmbert.data.tokenizer import frame
 from mmbert.model import MmBertForMaskedLM
+from mmbert.model.encode import encode
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？।؟۔።፧])\s*|\n+")
 # Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs.
@@ -161,41 +162,37 @@ def fill_mask(
     tokenizer: PreTrainedTokenizerBase,
     sentences: Sequence[MaskedSentence],
     top_k: int = 5,
-    batch_size: int = 16,
+    batch_tokens: int = 16384,
 ) -> pd.DataFrame:
     """One row per sentence: ``language``, ``script``, ``masked`` (the text with [MASK] over the masked tokens'
     characters), ``target`` (the masked tokens, decoded), ``prediction`` (the argmax at every masked position, decoded), ``exact`` (prediction ==
     target), ``target_logprob`` (mean log-probability of the target tokens) and ``top_k`` (the k most likely
-    tokens at the first masked position with their probabilities)."""
+    tokens at the first masked position with their probabilities). The hidden states come from
+    :func:`mmbert.encode` (``pooling="none"``)."""
     device = next(model.parameters()).device
+    masked = [mask_word(tokenizer, s) for s in sentences]
+    states = encode(model, [m.ids for m in masked], pooling="none", batch_tokens=batch_tokens)
     rows = []
-    for lo in range(0, len(sentences), batch_size):
-        chunk = sentences[lo : lo + batch_size]
-        masked = [mask_word(tokenizer, s) for s in chunk]
-        ids_BL, mask_BL, _ = padded_batch([m.ids for m in masked], tokenizer.pad_token_id, device=device)
-        hidden_BLH = model.model(ids_BL, attention_mask=mask_BL)
-        for b, (sentence, m) in enumerate(zip(chunk, masked, strict=True)):
-            targets = m.targets
-            logprobs_nV = (
-                mlm_logits(model, hidden_BLH[b, m.positions.to(device)]).float().log_softmax(-1).cpu()
-            )
-            best_n = logprobs_nV.argmax(-1)
-            top = logprobs_nV[0].exp().topk(min(top_k, logprobs_nV.shape[-1]))
-            rows.append(
-                {
-                    "language": sentence.language,
-                    "script": language_script(sentence.language),
-                    "masked": sentence.text[: m.start] + "[MASK]" + sentence.text[m.end :],
-                    "target": tokenizer.decode(targets).strip(),
-                    "prediction": tokenizer.decode(best_n).strip(),
-                    "exact": bool(torch.equal(best_n, targets)),
-                    "target_logprob": float(logprobs_nV.gather(1, targets[:, None]).mean()),
-                    "top_k": [
-                        (tokenizer.decode([int(i)]).strip(), round(float(p), 4))
-                        for p, i in zip(top.values, top.indices, strict=True)
-                    ],
-                }
-            )
+    for sentence, m, hidden_LH in zip(sentences, masked, states, strict=True):
+        targets = m.targets
+        logprobs_nV = mlm_logits(model, hidden_LH[m.positions].to(device)).float().log_softmax(-1).cpu()
+        best_n = logprobs_nV.argmax(-1)
+        top = logprobs_nV[0].exp().topk(min(top_k, logprobs_nV.shape[-1]))
+        rows.append(
+            {
+                "language": sentence.language,
+                "script": language_script(sentence.language),
+                "masked": sentence.text[: m.start] + "[MASK]" + sentence.text[m.end :],
+                "target": tokenizer.decode(targets).strip(),
+                "prediction": tokenizer.decode(best_n).strip(),
+                "exact": bool(torch.equal(best_n, targets)),
+                "target_logprob": float(logprobs_nV.gather(1, targets[:, None]).mean()),
+                "top_k": [
+                    (tokenizer.decode([int(i)]).strip(), round(float(p), 4))
+                    for p, i in zip(top.values, top.indices, strict=True)
+                ],
+            }
+        )
     return pd.DataFrame(rows)
 
 

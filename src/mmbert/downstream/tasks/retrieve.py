@@ -1,9 +1,8 @@
-"""Bitext retrieval without training: mean-pooled embeddings of sources and targets, and accuracy@1 in both
-directions within each language's pool (Tatoeba / FLORES style)."""
+"""Bitext retrieval without training: mean-pooled embeddings of sources and targets (:func:`mmbert.encode`),
+and accuracy@1 in both directions within each language's pool (Tatoeba / FLORES style)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -13,34 +12,9 @@ from transformers import PreTrainedTokenizerBase
 from mmbert.data.tokenizer import encode_framed
 from mmbert.downstream.data import Fields, Split
 from mmbert.downstream.metrics import retrieval_accuracy
-from mmbert.downstream.packing import batches_by_tokens, pack, segment_mean
 from mmbert.downstream.tasks.base import Task
 from mmbert.model import MmBertForMaskedLM
-
-
-def embed(
-    encoder: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    max_len: int = 256,
-    batch_tokens: int = 16384,
-    device: str | torch.device = "cpu",
-) -> Tensor:
-    """[N, H] float32 mean of each text's last hidden states (``<bos> text <eos>``), packed, no padding."""
-    return embed_ids(encoder, encode_framed(tokenizer, texts, max_len), batch_tokens, device)
-
-
-@torch.no_grad()
-def embed_ids(
-    encoder: nn.Module, seqs: Sequence[Tensor], batch_tokens: int = 16384, device: str | torch.device = "cpu"
-) -> Tensor:
-    """[N, H] float32 mean-pooled last hidden states of framed token sequences."""
-    out = torch.empty(len(seqs), encoder.config.hidden_size)
-    for idx in batches_by_tokens([len(s) for s in seqs], batch_tokens, 4096, range(len(seqs))):
-        batch = pack([seqs[i] for i in idx], device)
-        hidden_TH = encoder.forward_packed(batch.input_ids_T, batch.cu_seqlens_N1, batch.max_seqlen)
-        out[idx] = segment_mean(hidden_TH.float(), batch).cpu()
-    return out
+from mmbert.model.encode import encode
 
 
 class RetrieveTask(Task):
@@ -73,9 +47,13 @@ class RetrieveTask(Task):
         device: torch.device,
     ) -> list[tuple[Tensor, Tensor]]:
         """(source embedding, target embedding) of each row."""
-        model.eval()
-        src = embed_ids(model, [e[0] for e in examples], self.eval_batch_tokens, device)
-        tgt = embed_ids(model, [e[1] for e in examples], self.eval_batch_tokens, device)
+
+        def embed(seqs: list[Tensor]) -> Tensor:
+            return encode(
+                model, seqs, batch_tokens=self.eval_batch_tokens, device=device, dtype=torch.float32
+            )
+
+        src, tgt = embed([e[0] for e in examples]), embed([e[1] for e in examples])
         return list(zip(src, tgt, strict=True))
 
     def score(self, rows: list[dict[str, Any]], predictions: list[tuple[Tensor, Tensor]]) -> dict[str, float]:
