@@ -161,3 +161,22 @@ def test_hub_names_that_do_not_exist_fail_in_one_line(server: HubServer) -> None
     with pytest.raises(HubError, match="hub model 'jhu-clsp/no-such-model' at revision main: not found"):
         load_tokenizer("jhu-clsp/no-such-model")
     assert os.environ["HF_ENDPOINT"] == server.url
+
+
+def test_a_hub_mix_takes_a_local_language_at_its_share(server: HubServer, tmp_path: Path) -> None:
+    import shutil
+
+    from helpers import REPO
+
+    from mmbert.data.mix.added import AddedMix
+
+    local = shutil.copytree(REPO / "data" / "sample" / "fao_Latn", tmp_path / "fao_Latn")
+    base = HubMix("m", COUNTS, tokenizer=TOKENIZER, repo=DATASET)
+    mix = AddedMix(base, {"fao_Latn": {"path": str(local), "share": 0.2}})  # replaces the hub's fao
+    dm = MLMDataModule(mix, seq_len=128, rows_per_device=8, tau=0.3, mask_ratio=0.3, val_docs_per_lang=2)
+    dm.setup("fit")
+    assert dm.languages == ["deu", "rus", "jpn", "fao_Latn"] and dm.weights["fao_Latn"] == 0.2
+    batches = dm.train_batches()
+    while sum(dm.realised_tokens.values()) < 100_000:
+        next(batches)
+    assert abs(dm.realised_tokens["fao_Latn"] / sum(dm.realised_tokens.values()) - 0.2) <= 0.03

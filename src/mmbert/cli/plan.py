@@ -27,8 +27,9 @@ from omegaconf.errors import OmegaConfBaseException
 from mmbert.cli.errors import user_errors
 from mmbert.data import plan as plan_module
 from mmbert.data.counts import check_method
+from mmbert.data.mix.build import one_line
 from mmbert.data.paths import repo_root
-from mmbert.data.plan import format_plan, one_line, plan, plan_header
+from mmbert.data.plan import format_plan, plan, plan_header
 from mmbert.errors import DataError
 from mmbert.train.config import compose_train as compose_train_config
 from mmbert.train.config import scaled_tokens

@@ -30,35 +30,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mmbert.data.counts import check_method
 from mmbert.data.mix.base import MixSpec
+from mmbert.data.mix.build import instantiate_mix
 from mmbert.data.mix.folder import FolderMix
 from mmbert.data.mix.mds import MdsMix
 from mmbert.data.mix.report import mixture_report
 from mmbert.data.sampling import check_tau
 from mmbert.errors import DataError
-
-
-def one_line(e: BaseException) -> str:
-    """Hydra's multi-line messages on one line, without the config search path and links to its docs."""
-    text = str(e).split("Config search path:")[0]
-    return " ".join(w for line in text.splitlines() if not line.startswith("See http") for w in line.split())
-
-
-def _instantiate_mix(mix_cfg: DictConfig) -> MixSpec:
-    try:
-        mix = instantiate(mix_cfg)
-    except InstantiationException as e:
-        if isinstance(e.__cause__, DataError):
-            raise e.__cause__ from None
-        raise DataError(f"data_mix: {one_line(e)}") from e
-    if not isinstance(mix, MixSpec):
-        raise DataError(f"data_mix is not a mix spec: {type(mix).__name__}")
-    return mix
 
 
 def _unmeasured(mix: MixSpec) -> DataError:
@@ -88,7 +69,7 @@ def plan(
         check_tau(tau)
     except DataError as e:
         raise DataError(f"phase.tau: {e}") from e
-    mix = _instantiate_mix(mix_cfg)
+    mix = instantiate_mix(mix_cfg)
     known = mix.known_counts() if count is None else _measured(mix, count)
     if known is None:
         raise _unmeasured(mix)
@@ -132,6 +113,11 @@ def format_plan(report: Mapping[str, Any], header: str, top: int, max_passes: fl
     else:
         flagged = sum(e["passes"] is not None and e["passes"] > max_passes for _, e in entries)
         passes = f"{flagged} above max_passes={max_passes:g}"
+    added = report.get("added") or {}
+    if added:
+        passes += "; added at fixed shares (data_mix.add): " + ", ".join(
+            f"{lang} {_percent(share)}" for lang, share in added.items()
+        )
     excluded = sorted(report.get("excluded", {}))
     if excluded:
         passes += f"; excluded (no usable documents): {', '.join(excluded)}"

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mmbert import hub
 from mmbert.data import load_tokenizer
+from mmbert.data.mix.build import instantiate_mix
 from mmbert.errors import ConfigError, DataError
 from mmbert.train.config import RunShape, scaled_tokens, validate
 from mmbert.train.init import init_tokenizer_source
@@ -95,9 +96,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     check_resume_fits(resume_path(cfg), model_config)
     L.seed_everything(cfg.seed, workers=True)
 
-    datamodule = hydra.utils.instantiate(
-        cfg.data, _recursive_=False, mix=hydra.utils.instantiate(cfg.data.mix)
-    )
+    datamodule = hydra.utils.instantiate(cfg.data, _recursive_=False, mix=instantiate_mix(cfg.data.mix))
     datamodule.check_vocab(cfg.model.config.vocab_size)
     if cfg.model.init_from:
         check_init_tokenizer(str(cfg.model.init_from), datamodule.tokenizer, datamodule.tokenizer_name)

@@ -13,6 +13,10 @@ One immutable value per mix (:attr:`mmbert.data.mix.base.MixSpec.meaning`), chec
   (:func:`mmbert.data.sampling.released_weights`). ``released_tau: null`` takes the phase's tau: the counts are
   then read at their sizes whatever the tau.
 
+Languages added to a mix at a chosen share (``data_mix.add``, :mod:`mmbert.data.mix.added`) are outside both:
+``added`` maps each to its target share, which tau leaves as it is; the mix's own languages share the rest,
+``1 - sum(added)``, in the proportions their counts give.
+
 Apart from how tau applies, the meaning says how much data lies behind the counts (for the passes of
 ``mixture.json``): available counts are the data's tokens, scaled by ``upweight`` where a subset weighs a
 language up (the sample's ``decay-eng``); released counts are not, unless they were measured on the data
@@ -46,6 +50,7 @@ class CountMeaning:
     _: KW_ONLY
     upweight: Mapping[str, float] = field(default_factory=dict, hash=False)
     of_data: bool = False
+    added: Mapping[str, float] = field(default_factory=dict, hash=False)
     where: InitVar[str] = "data_mix"
     entries: InitVar[Collection[str] | None] = None
 
@@ -63,24 +68,39 @@ class CountMeaning:
         unknown = sorted(set(fixed) - set(entries)) if entries is not None else []
         if unknown:
             raise DataError(f"{where}: fixed_shares has entries not in the mix: {unknown}")
+        for lang, share in self.added.items():
+            if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+                raise DataError(f"data_mix.add.{lang}.share must be a number in (0, 1), got {share!r}")
+        if self.added and sum(self.added.values()) >= 1:
+            raise DataError(
+                f"data_mix.add: the shares sum to {sum(self.added.values()):g} (must be < 1: the mix's own "
+                f"languages share the rest): {dict(self.added)}"
+            )
         # frozen: the immutable copies are set once, here
         object.__setattr__(self, "fixed_shares", fixed)
         object.__setattr__(self, "upweight", MappingProxyType(dict(self.upweight)))
+        object.__setattr__(self, "added", MappingProxyType(dict(self.added)))
 
     # A mapping proxy does not pickle; the data module (and so this value) travels to spawned DDP processes.
     def __getstate__(self) -> dict[str, object]:
-        return {**self.__dict__, "upweight": dict(self.upweight)}
+        return {**self.__dict__, "upweight": dict(self.upweight), "added": dict(self.added)}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         for key, value in state.items():
-            object.__setattr__(self, key, MappingProxyType(value) if key == "upweight" else value)
+            object.__setattr__(self, key, MappingProxyType(value) if key in ("upweight", "added") else value)
 
     def weights(self, counts: Mapping[str, float], tau: float) -> dict[str, float]:
         """Target token share of each language of ``counts`` (in their order) in a phase sampled at ``tau``."""
-        if self.counts == AVAILABLE:
-            return temperature_weights(counts, tau)
-        released = tau if self.released_tau is None else self.released_tau
-        return released_weights(counts, tau, released, self.fixed_shares)
+        own = {lang: n for lang, n in counts.items() if lang not in self.added}
+        if not own:
+            shares = {}
+        elif self.counts == AVAILABLE:
+            shares = temperature_weights(own, tau)
+        else:
+            released = tau if self.released_tau is None else self.released_tau
+            shares = released_weights(own, tau, released, self.fixed_shares)
+        rest = 1.0 - sum(self.added.values())
+        return {lang: self.added[lang] if lang in self.added else shares[lang] * rest for lang in counts}
 
     @property
     def sizes_data(self) -> bool:
@@ -95,8 +115,10 @@ class CountMeaning:
         """Tokens of data behind each language of ``counts``; None where that is not known (no counts, or
         counts that do not size the data). Undoes :meth:`upweighted` exactly for factors >= 1, whose
         rounding error divides to under half a token."""
-        if counts is None or not self.sizes_data:
+        if counts is None or not (self.sizes_data or self.added):
             return None
-        return {
-            lang: round(n / self.upweight[lang]) if lang in self.upweight else n for lang, n in counts.items()
+        return {  # added languages' counts are always their data's tokens
+            lang: round(n / self.upweight[lang]) if lang in self.upweight else n
+            for lang, n in counts.items()
+            if self.sizes_data or lang in self.added
         }

@@ -16,7 +16,7 @@ def mixture_report(
     budget_tokens: float | None = None,
     known: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """``{"tau", "counts", "released_tau", "languages": {lang: {"weight": target share, "tokens": the mix's
+    """``{"tau", "counts", "released_tau", "added", "languages": {lang: {"weight": target share, "tokens": the mix's
     token count, "budget_tokens": share x budget_tokens, "passes": budget_tokens / tokens of data}}}`` in the
     order of ``weights``.
 
@@ -39,5 +39,6 @@ def mixture_report(
         "tau": tau,
         "counts": meaning.counts,
         "released_tau": meaning.released_tau,
+        "added": dict(meaning.added),  # data_mix.add: language -> its fixed target share
         "languages": languages,
     }
