@@ -30,7 +30,7 @@ from mmbert.downstream.toy import corpus_sentences, script_rows, write_rows, wri
 from mmbert.model import MmBertForMaskedLM
 
 # Imported as if absent (``sys.modules[name] = None`` makes any import of them fail).
-BLOCKED = ("matplotlib", "pandas", "wandb", "submitit", "nbformat", "nbclient")
+BLOCKED = ("matplotlib", "pandas", "wandb", "submitit", "nbformat", "nbclient", "sentence_transformers")
 # Runs a script (``RUN_BLOCKED path args``) or a module (``RUN_BLOCKED -m name args``) with those blocked.
 RUN_BLOCKED = (
     "import runpy, sys\n"
@@ -109,6 +109,9 @@ def test_train_then_convert_its_checkpoint(plain: PlainEnv) -> None:
     out = plain.root / "converted"
     plain.run("-m", "mmbert.cli.convert", "to-hf", last, out)
     assert (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+    # The sentence-transformers folder is written without sentence-transformers.
+    plain.run("-m", "mmbert.cli.convert", "to-st", last, plain.root / "st")
+    assert (plain.root / "st" / "modules.json").is_file()
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from mmbert.checkpoint.hf_config import config_from_hf_dict, hf_config_dict
 from mmbert.checkpoint.hub import resolve_folder, resolve_tokenizer_source
 from mmbert.checkpoint.loading import model_from_state
 from mmbert.checkpoint.readers import HfFolderReader
+from mmbert.errors import DataError
 from mmbert.model import MmBertConfig, MmBertForMaskedLM
 
 if TYPE_CHECKING:
@@ -55,10 +56,18 @@ def save_hf_folder(
     model: MmBertForMaskedLM,
     path: str | Path,
     tokenizer: str | Path | PreTrainedTokenizerBase | None = None,
+    *,
+    frame_texts: bool = False,
 ) -> Path:
     """Write config.json, model.safetensors (without the tied decoder.weight) and, if given, the tokenizer
     (a tokenizer folder, a tokenizer.json file or a transformers tokenizer) into `path`; returns the folder.
-    The folder loads in transformers 4.48.3 to 5.x alike."""
+    The folder loads in transformers 4.48.3 to 5.x alike.
+
+    ``frame_texts``: the saved tokenizer frames every text as ``<bos> body <eos>`` (a pair as ``<bos> a <eos>
+    b <eos>``) when called as ``tokenizer(texts)``, as the training data and :func:`mmbert.encode` frame them,
+    so that transformers' pipelines and sentence-transformers feed the model what it was trained on; a
+    tokenizer that already does so is saved unchanged. The exports of :mod:`mmbert.cli.convert` and of a
+    finished run use it; without it the tokenizer is saved as given."""
     folder = Path(path)
     tok = _resolve_tokenizer(tokenizer, model.config)
     if tok is not None:
@@ -72,6 +81,8 @@ def save_hf_folder(
     if tok is not None:
         tok.save_pretrained(folder)
         make_tokenizer_config_portable(folder)
+        if frame_texts:
+            _frame_saved_tokenizer(folder)
     return folder
 
 
@@ -139,6 +150,56 @@ def _resolve_tokenizer(
     raise FileNotFoundError(
         f"tokenizer {path} is neither a tokenizer folder, a tokenizer .json file nor a hub name like 'org/model'"
     )
+
+
+# Any text with a few ordinary tokens: how the saved tokenizer frames it tells how it frames every text.
+_PROBE = "mmBERT frames every text."
+
+
+def _frames_texts(tokenizer: PreTrainedTokenizerBase) -> bool:
+    body = tokenizer(_PROBE, add_special_tokens=False)["input_ids"]
+    return tokenizer(_PROBE)["input_ids"] == [tokenizer.bos_token_id, *body, tokenizer.eos_token_id]
+
+
+def _frame_saved_tokenizer(folder: Path) -> None:
+    """Make the tokenizer saved in ``folder`` add ``<bos>``/``<eos>`` around texts (:func:`save_hf_folder`).
+
+    The framing is tokenizer.json's post-processor, which every tokenizer class reads in transformers 5; in
+    transformers 4 the Llama/Gemma classes rebuild it from their ``add_bos_token``/``add_eos_token`` flags,
+    so where tokenizer_config.json has those, they are set too. The folder is read back as transformers
+    reads it, and an unframed result is an error rather than an export that embeds other inputs."""
+    from tokenizers import Tokenizer, processors
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(folder)
+    if _frames_texts(tok):
+        return
+    if tok.bos_token is None or tok.eos_token is None:
+        raise DataError(f"the tokenizer saved in {folder} has no bos or eos token to frame texts with")
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        raise DataError(
+            f"cannot make the tokenizer saved in {folder} add {tok.bos_token}/{tok.eos_token}: it has no "
+            "tokenizer.json (not a fast tokenizer)"
+        )
+    bos, eos = tok.bos_token, tok.eos_token
+    raw = Tokenizer.from_file(str(path))
+    raw.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}",
+        pair=f"{bos} $A {eos} $B {eos}",
+        special_tokens=[(bos, tok.bos_token_id), (eos, tok.eos_token_id)],
+    )
+    raw.save(str(path))
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if "add_bos_token" in config or "add_eos_token" in config:
+        config |= {"add_bos_token": True, "add_eos_token": True}
+        config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    if not _frames_texts(AutoTokenizer.from_pretrained(folder)):
+        raise DataError(
+            f"the tokenizer saved in {folder} ignores its post-processor: it does not frame texts as "
+            f"{bos} ... {eos}"
+        )
 
 
 def _check_tokenizer_size(tokenizer: PreTrainedTokenizerBase, cfg: MmBertConfig) -> None:

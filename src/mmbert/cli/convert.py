@@ -1,7 +1,9 @@
-"""Convert any checkpoint this project reads to a Hugging Face ``ModernBertForMaskedLM`` folder, or to a
-weights-only Lightning checkpoint.
+"""Convert any checkpoint this project reads to a Hugging Face ``ModernBertForMaskedLM`` folder, a
+sentence-transformers folder, or a weights-only Lightning checkpoint.
 
     mmbert-convert to-hf CHECKPOINT OUT_DIR [--tokenizer PATH_OR_HUB_NAME] [--config CONFIG]
+    mmbert-convert to-st CHECKPOINT OUT_DIR [--tokenizer PATH_OR_HUB_NAME] [--config CONFIG]
+                         [--max-seq-length N]
     mmbert-convert from-hf SOURCE OUT.ckpt [--config CONFIG]
     mmbert-convert shrink SOURCE OUT_DIR --config TARGET_CONFIG [--tokenizer PATH_OR_HUB_NAME]
 
@@ -10,17 +12,21 @@ Lightning ``.ckpt`` (train.py's), a Composer ``.pt`` (the mmBERT authors' FlexBE
 ``.safetensors`` file or a torch state dict. ``--config`` gives the architecture of a file that carries none
 (a config.json, an HF folder or a hub name such as ``jhu-clsp/mmBERT-base``). ``to-hf`` writes a folder that
 ``transformers.AutoModelForMaskedLM`` loads, with the tokenizer the checkpoint names unless ``--tokenizer``
-gives another; ``from-hf`` writes a checkpoint that ``model.init_from=`` and ``merge.py`` accept (both also
-take every input format directly). ``shrink`` writes the narrower model TARGET_CONFIG (same depth and
-vocabulary) as a Hugging Face folder, every tensor a strided sample of SOURCE's, as mmBERT-small was
-initialised from base (``model.init_mode=strided`` does the same inside train.py).
+gives another; ``to-st`` writes that folder with the files that make ``SentenceTransformer(OUT_DIR)`` load it
+as a mean-pooling sentence encoder (the embeddings of ``mmbert.encode(..., pooling="mean")``; texts cut to
+``--max-seq-length`` tokens, default the model's ``max_position_embeddings``). The tokenizer of every folder
+written frames texts as ``<bos> body <eos>``, as the model was trained on them. ``from-hf`` writes a
+checkpoint that ``model.init_from=`` and ``merge.py`` accept (both also take every input format directly).
+``shrink`` writes the narrower model TARGET_CONFIG (same depth and vocabulary) as a Hugging Face folder, every
+tensor a strided sample of SOURCE's, as mmBERT-small was initialised from base (``model.init_mode=strided``
+does the same inside train.py).
 """
 
 from __future__ import annotations
 
 import argparse
 
-from mmbert.checkpoint.convert import checkpoint_to_hf, hf_to_checkpoint, shrink_to_hf
+from mmbert.checkpoint.convert import checkpoint_to_hf, checkpoint_to_st, hf_to_checkpoint, shrink_to_hf
 from mmbert.cli.errors import user_errors
 
 PROG = "mmbert-convert"
@@ -35,6 +41,17 @@ def main(argv: list[str] | None = None) -> None:
     to_hf.add_argument("out_dir")
     to_hf.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name (default: the run's)")
     to_hf.add_argument("--config", default=None, help=CONFIG_HELP)
+    to_st = sub.add_parser("to-st", help="any checkpoint -> sentence-transformers folder (mean pooling)")
+    to_st.add_argument("checkpoint")
+    to_st.add_argument("out_dir")
+    to_st.add_argument("--tokenizer", default=None, help="tokenizer folder or hub name (default: the run's)")
+    to_st.add_argument("--config", default=None, help=CONFIG_HELP)
+    to_st.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=None,
+        help="most tokens of a text, <bos>/<eos> included (default: the model's max_position_embeddings)",
+    )
     from_hf = sub.add_parser("from-hf", help="any checkpoint -> weights-only Lightning checkpoint")
     from_hf.add_argument("source")
     from_hf.add_argument("out_path")
@@ -54,6 +71,12 @@ def main(argv: list[str] | None = None) -> None:
     with user_errors(PROG):
         if args.command == "to-hf":
             print(checkpoint_to_hf(args.checkpoint, args.out_dir, args.tokenizer, args.config))
+        elif args.command == "to-st":
+            print(
+                checkpoint_to_st(
+                    args.checkpoint, args.out_dir, args.tokenizer, args.config, args.max_seq_length
+                )
+            )
         elif args.command == "shrink":
             print(shrink_to_hf(args.source, args.out_dir, args.config, args.tokenizer))
         else:

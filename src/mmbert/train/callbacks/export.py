@@ -29,7 +29,9 @@ class HFExportCallback(L.Callback):
         if not trainer.is_global_zero:
             return
         try:
-            save_hf_folder(pl_module.net, self.output_dir, tokenizer=pl_module.hparams.tokenizer)
+            save_hf_folder(
+                pl_module.net, self.output_dir, tokenizer=pl_module.hparams.tokenizer, frame_texts=True
+            )
         except Exception as e:
             saved = trainer.checkpoint_callback.last_model_path if trainer.checkpoint_callback else None
             raise CheckpointError(
