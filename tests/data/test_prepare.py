@@ -276,3 +276,13 @@ def test_sigkill_and_restart_keeps_every_document_exactly_once(tmp_path: Path, t
     assert [ids for _, ids in records] == expected  # and in file order
     mix = MdsMix(str(out), tokenizer="data/tokenizer")
     assert mix.known_counts() == {"eng_Latn": sum(len(e) + 1 for e in expected)}
+
+
+def test_a_relative_out_is_taken_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not from the repository root, where relative data paths fall back to: prepare's output is new."""
+    monkeypatch.chdir(tmp_path)
+    prepare(parse_args(["out=prepared", f"source={REPO / 'data/sample'}", "languages=[fao_Latn]"]))
+    assert (tmp_path / "prepared" / "fao_Latn" / "index.json").is_file()
+    assert not (REPO / "prepared").exists()

@@ -3,6 +3,7 @@
 Hydra changes the working directory of a run, so ``data/sample`` in a config must not depend on it. A relative
 path is resolved against the repository root: the checkout holding ``conf/`` next to ``src/mmbert`` (editable
 install), else ``$MMBERT_ROOT``, else the current directory. Absolute paths and ``~`` are used as given.
+Paths the project writes (``prepare``'s ``out``) are taken from the working directory (:func:`output_path`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
     if p.is_absolute():
         return p
     return p.resolve() if p.exists() else repo_root() / p
+
+
+def output_path(path: str | os.PathLike[str]) -> Path:
+    """Absolute form of a path the project writes to: a relative one is taken from the working directory (it
+    need not exist yet, so the repository-root fallback of :func:`resolve_path` would misplace it)."""
+    return Path(path).expanduser().resolve()
 
 
 def resolve_tokenizer(name: str) -> str:

@@ -57,7 +57,7 @@ from mmbert.data.mix.base import Source
 from mmbert.data.mix.folder import FileSource
 from mmbert.data.mix.hub import HubSource
 from mmbert.data.mix.layout import data_files, discover_languages, has_language_folders
-from mmbert.data.paths import resolve_path
+from mmbert.data.paths import output_path, resolve_path
 from mmbert.data.readers import SkipCounter, file_format
 from mmbert.data.tokenizer import encode_bodies, load_tokenizer
 from mmbert.data.workers import die_with_parent
@@ -164,7 +164,7 @@ def run_task(task: Task, cfg: PrepareConfig, progress: Any = None) -> tuple[str,
     """Writes one part (to a temporary folder, renamed when complete); (language, tokens, documents)."""
     tok = _TOK or load_tokenizer(cfg.tokenizer)
     bos = tok.bos_token_id
-    out = resolve_path(cfg.out)
+    out = output_path(cfg.out)
     final = part_dir(out, task)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # what a killed run left
@@ -265,7 +265,7 @@ def prepare(cfg: PrepareConfig) -> dict[str, dict[str, int]]:
     """Writes the shards of every source; ``{lang: {"tokens", "docs"}}``."""
     _check(cfg)
     tok = load_tokenizer(cfg.tokenizer)  # fails here, not in a worker, for a bad name
-    out = resolve_path(cfg.out)
+    out = output_path(cfg.out)
     srcs = sources(cfg)
     _check_settings(out, cfg, tokenizer_fingerprint(tok))
     tasks = [Task(lang, f, src, f) for lang, src in srcs.items() for f in range(len(src.files()))]
