@@ -46,6 +46,27 @@ def toy_recipe_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def add_language_study_root(tmp_path_factory) -> Path:
+    """A root written by scripts/add_language_study.py (about 7 minutes on a 2-core CPU), for its slow test
+    and notebook 06. With MMBERT_STUDY_ROOT set, the script runs into that folder instead: a no-op when it
+    is complete. Skipped where /usr/share/locale, its text, is absent."""
+    if not Path("/usr/share/locale").is_dir():
+        pytest.skip("no /usr/share/locale here: the study's text is the gettext catalogs of a Debian machine")
+    given = os.environ.get("MMBERT_STUDY_ROOT")
+    root = Path(given).resolve() if given else tmp_path_factory.mktemp("add_language_study") / "root"
+    log = tmp_path_factory.mktemp("add_language_study_log") / "add_language_study.log"
+    command = [sys.executable, str(REPO / "scripts" / "add_language_study.py"), "--root", str(root)]
+    with log.open("w") as out:
+        proc = subprocess.run(
+            [*command, "trainer.enable_progress_bar=false"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    assert proc.returncode == 0, (
+        f"scripts/add_language_study.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
+    )
+    return root
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests skip, saying why, where no CUDA device is (``pytest -m gpu`` on a CPU machine)."""
     import torch

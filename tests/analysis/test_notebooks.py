@@ -1,7 +1,8 @@
 """The analysis notebooks: committed without outputs, and each runs top to bottom on a recipe root.
 
 The execution tests (slow) run on the real output of scripts/toy_recipe.py on the sample corpus: the
-``toy_recipe_root`` fixture (conftest.py) writes it once per session, or reuses ``MMBERT_TOY_RECIPE_ROOT``.
+``toy_recipe_root`` fixture (conftest.py) writes it once per session, or reuses ``MMBERT_TOY_RECIPE_ROOT``;
+notebook 06 also on scripts/add_language_study.py's root (``add_language_study_root``, ``MMBERT_STUDY_ROOT``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ EXPECTED = [
     "06_downstream.ipynb",
 ]
 CELL_TIMEOUT_S = 300
+# Notebooks with a section on scripts/add_language_study.py's root (conftest.py's add_language_study_root).
+STUDY_NOTEBOOKS = {"06_downstream.ipynb"}
 
 
 def test_the_six_notebooks_exist():
@@ -55,11 +58,13 @@ def recipe_env(toy_recipe_root) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, recipe_env, monkeypatch, tmp_path):
+def test_notebook_runs(path, recipe_env, monkeypatch, tmp_path, request):
     from nbclient import NotebookClient
 
     for key, value in recipe_env.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process's environment
+    if path.name in STUDY_NOTEBOOKS:  # the study takes longer than a cell may: its fixture runs it first
+        monkeypatch.setenv("MMBERT_STUDY_ROOT", str(request.getfixturevalue("add_language_study_root")))
     monkeypatch.setenv("MPLBACKEND", "agg")
     # One torch thread: on a shared CPU, intra-op threads that wait for each other at every op made the
     # notebooks over ten times slower.
