@@ -8,7 +8,7 @@
    the added language.
 3. decay-without/ and decay-with/: two decays from the base's last checkpoint, on the same languages; the
    second with ADDED at ADDED_SHARE of its tokens (``data_mix.add``).
-4. merges/ties/: decay-with merged into the base (TIES, the decay's task vector).
+4. merges/ties/: decay-with merged into the base (TIES, half of the decay's task vector).
 5. results.csv / results.json: per language and checkpoint, held-out MLM loss and accuracy (15% mask, the same
    masks for every checkpoint) and English -> language retrieval accuracy@1 (mean-pooled embeddings).
 
@@ -51,6 +51,9 @@ EVAL_DOCS = 64  # test documents a language for the MLM evaluation (8 messages e
 RETRIEVE_PAIRS = 200  # per language: chance is 1/200
 CHECKPOINTS = {"base": "base/hf", "decay without": "decay-without/hf", "decay with": "decay-with/hf"}
 CHECKPOINTS["merge"] = "merges/ties"
+# Half of the task vector, as the toy recipe's TIES (scripts/toy_recipe.py); at TIES's default density of 1 a
+# merge of one model into its own base is that model again, and would show nothing.
+TIES_DENSITY = 0.5
 HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
@@ -119,7 +122,14 @@ def merge(root: Path) -> None:
     models = f"models=[{root / 'decay-with' / 'hf'}]"
     call(
         "merges/ties",
-        ["merge.py", "method=ties", f"base={root / 'base' / 'hf'}", models, f"output_dir={output}"],
+        [
+            "merge.py",
+            "method=ties",
+            f"base={root / 'base' / 'hf'}",
+            models,
+            f"density={TIES_DENSITY}",
+            f"output_dir={output}",
+        ],
     )
 
 
@@ -152,6 +162,7 @@ def evaluate(root: Path) -> dict:
             "added_share": ADDED_SHARE,
             "eval_docs": EVAL_DOCS,
             "retrieve_pairs": RETRIEVE_PAIRS,
+            "ties_density": TIES_DENSITY,
         },
         "loss": {c: {lang: float(mlm.loc[c, ("loss", lang)]) for lang in ROLES} for c in CHECKPOINTS},
         "accuracy": {c: {lang: float(mlm.loc[c, ("accuracy", lang)]) for lang in ROLES} for c in CHECKPOINTS},

@@ -30,7 +30,8 @@ def test_a_language_added_only_in_the_decay_is_learned(add_language_study_root):
     assert extra > 4, results
     assert extra > 3 * (drop(control, "decay with") - drop(control, "decay without")), results
     assert accuracy["decay with"][added] > accuracy["decay without"][added] + 0.015, results
-    # The merge keeps (at least) most of the gain.
+    # The TIES merge (half of the task vector) keeps most of the loss gain: 88% (seed 21) and 87% (seed 22).
+    # Not the accuracy gain (0.041 and 0.040, below the base's 0.066 and 0.045), as on the toy recipe.
     assert drop(added, "merge") > 0.5 * drop(added, "decay with"), results
 
     rows = list(csv.DictReader((add_language_study_root / "results.csv").open()))
