@@ -19,13 +19,18 @@ SIZES: dict[str, dict[str, int]] = {
 }
 
 
-def bench_parser(description: str, sizes: bool = True) -> argparse.ArgumentParser:
-    """A parser with --size (when the benchmark picks one of SIZES), --device and --dtype."""
+def bench_parser(
+    description: str,
+    sizes: bool = True,
+    dtypes: tuple[str, ...] = ("fp32", "bf16"),
+    dtype_help: str = "bf16 = autocast",
+) -> argparse.ArgumentParser:
+    """A parser with --size (when the benchmark picks one of SIZES), --device and --dtype (one of ``dtypes``)."""
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     if sizes:
         parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = autocast")
+    parser.add_argument("--dtype", choices=dtypes, default="fp32", help=dtype_help)
     return parser

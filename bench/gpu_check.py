@@ -1,6 +1,7 @@
-"""One command for a GPU machine: the gpu tests, the training-step benchmark, and a real-vocabulary train run.
+"""One command for a GPU machine: the gpu tests, the training-step benchmark, a real-vocabulary train run and the
+inference benchmark.
 
-    python bench/gpu_check.py [--out gpu_check] [--budget-s 480]
+    python bench/gpu_check.py [--out gpu_check] [--budget-s 480] [--inference-budget-s 480] [--skip-inference]
 
 Steps, in order, each in its own process with its own time limit, stopping at the first that fails:
 
@@ -11,7 +12,11 @@ Steps, in order, each in its own process with its own time limit, stopping at th
    transformers' ``ModernBertForMaskedLM`` on the same documents (tokens/s, MFU, peak step memory);
 3. a 50-step ``train.py model=small trainer=gpu`` run at the real 256k vocabulary, on pre-tokenized MDS shards
    this script writes from the sample corpus (a GPU machine may have no hub access; the sample tokenizer's
-   ids are a subset of the vocabulary, so the embedding and MLM head have their real size).
+   ids are a subset of the vocabulary, so the embedding and MLM head have their real size);
+4. ``bench/bench_inference.py`` at full size (the paper's Figure 3: 8,192 samples of every scenario, bf16, each
+   model at the largest batch that fits), within ``--inference-budget-s`` (its own time, on top of
+   ``--budget-s``; cells it cannot finish are timed on part of their batches and marked partial), with its
+   embedding and memory checks; ``--skip-inference`` leaves it out.
 
 Writes ``OUT/gpu_check.json`` (every step's status, seconds and figures) and ``OUT/gpu_check.md`` (a table
 for the README), also after a failure, which it names; exits non-zero if any step failed.
@@ -122,6 +127,22 @@ def bench(out: Path, timeout: float, smoke: bool) -> dict:
     return results
 
 
+def inference(out: Path, timeout: float, smoke: bool) -> dict:
+    target = out / "inference.json"
+    if smoke:
+        args = ["--device", "cpu", "--dtype", "fp32", "--sizes", "tiny", "--models", "mmbert", "transformers"]
+        args += ["--scenarios", "fixed-512", "variable-8192", "--samples", "2"]
+    else:
+        args = ["--device", "cuda", "--dtype", "bf16", "--samples", "8192"]
+    # The script's own budget leaves time for building the models, the samples and the checks.
+    args += ["--budget-s", f"{max(10.0, 0.75 * timeout - 30):.0f}"]
+    cmd = [sys.executable, str(ROOT / "bench" / "bench_inference.py"), *args, "--json", str(target)]
+    _run(cmd, timeout, out / "inference.log")
+    report = json.loads(target.read_text())
+    keep = ("labels", "results", "ratios", "goals", "embedding_check", "memory_check", "device")
+    return {k: report[k] for k in keep}
+
+
 def write_shards(root: Path, docs_per_language: int) -> None:
     """The sample corpus tokenized with its tokenizer, in the release's MDS layout (one folder a language)."""
     import numpy as np
@@ -198,6 +219,25 @@ def _table(report: dict) -> str:
         lines += ["", f"train.py, {run['model']}: {run['steps']} steps, median "
                   f"{run['tokens_per_s_median'] or 0:,.0f} tokens/s, MFU {mfu}, loss {run['loss_first']:.2f} -> "
                   f"{run['loss_last']:.2f}"]  # fmt: skip
+    inf = report["steps"].get("inference", {}).get("figures")
+    if inf:
+        scenarios = list(next(iter(inf["results"].values())))
+        lines += [
+            "",
+            "| inference tokens/s | " + " | ".join(scenarios) + " |",
+            "|---" * (len(scenarios) + 1) + "|",
+        ]
+        for key, cells in inf["results"].items():
+            row = [("-" if c is None else f"{c['tokens_per_s']:,.0f}" + ("" if c["complete"] else " (partial)"))
+                   for c in cells.values()]  # fmt: skip
+            lines.append(f"| {inf['labels'][key]} | " + " | ".join(row) + " |")
+        for name, ratio in inf["ratios"].items():
+            lines.append(
+                f"| {name} | " + " | ".join("-" if v is None else f"{v:.2f}x" for v in ratio.values()) + " |"
+            )
+        checks = ", ".join(f"{size} {c['max_abs_diff']:.1e}" for size, c in inf["embedding_check"].items())
+        lines += ["", f"embedding check (max abs diff vs transformers, fp32): {checks}", "",
+                  *(f"- [{g['status']}] {g['goal']}" for g in inf["goals"])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -207,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("gpu_check"))
     parser.add_argument("--budget-s", type=float, default=480.0, help="time for all steps together")
+    parser.add_argument("--inference-budget-s", type=float, default=480.0, help="time for the inference step")
+    parser.add_argument("--skip-inference", action="store_true", help="leave out the inference benchmark")
     parser.add_argument("--cpu-smoke", action="store_true", help="the plumbing on a CPU at toy sizes")
     args = parser.parse_args(argv)
     import torch
@@ -220,13 +262,17 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": device, "torch": torch.__version__, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
               "steps": {}}  # fmt: skip
     # Shares of the budget: the benchmark has eight models to time, the others one run each.
-    plan = [("gpu_tests", gpu_tests, 0.2), ("bench", bench, 0.55), ("train", train, 0.25)]
+    # The inference benchmark has its own time (--inference-budget-s), not a share of --budget-s.
+    plan = [("gpu_tests", gpu_tests, args.budget_s * 0.2), ("bench", bench, args.budget_s * 0.55),
+            ("train", train, args.budget_s * 0.25)]  # fmt: skip
+    if not args.skip_inference:
+        plan.append(("inference", inference, args.inference_budget_s))
     failed = None
-    for name, fn, share in plan:
+    for name, fn, seconds in plan:
         start = time.perf_counter()
         print(f"gpu_check: {name} ...", flush=True)
         try:
-            figures = fn(out, args.budget_s * share, args.cpu_smoke)
+            figures = fn(out, seconds, args.cpu_smoke)
             report["steps"][name] = {"status": "ok", "figures": figures}
         except (StepFailed, OSError, ValueError) as e:
             report["steps"][name] = {"status": "failed", "error": str(e)}

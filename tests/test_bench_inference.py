@@ -1,0 +1,163 @@
+"""bench/bench_inference.py at the tiny size on a few samples: its table, JSON, checks and exit status."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import REPO
+
+from mmbert.model.encode import _batches
+
+SCRIPT = REPO / "bench" / "bench_inference.py"
+# Seed 11 draws a short variable-8192 sample (2877 tokens).
+TINY = [
+    "--sizes",
+    "tiny",
+    "--samples",
+    "1",
+    "--seed",
+    "11",
+    "--cpu-batch-tokens",
+    "8192",
+    "--check-tokens",
+    "512",
+]
+
+
+def _bench_inference():
+    sys.path.insert(0, str(SCRIPT.parent))  # the script imports benchlib from its folder
+    try:
+        spec = importlib.util.spec_from_file_location("bench_inference", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # its dataclasses look their module up
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return module
+
+
+def _run(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "inference.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *TINY, *args, "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc, json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_samples_and_batches_follow_the_protocol():
+    bench = _bench_inference()
+    variable = bench.make_samples("variable-512", 400, 1000, seed=0)
+    lengths = [len(s) for s in variable]
+    assert min(lengths) >= 16 and max(lengths) <= 512 and 230 < sum(lengths) / len(lengths) < 280
+    assert all(int(s.min()) >= 5 and int(s.max()) < 1000 for s in variable)
+    assert {len(s) for s in bench.make_samples("fixed-8192", 3, 1000, seed=0)} == {8192}
+    # Packed: real tokens per batch, as mmbert.encode groups them; padded: rows x the batch's longest. Longest
+    # first, a sample over the budget alone.
+    assert bench.plan_batches([5, 9, 3, 20, 4], 12, padded=False) == [[3], [1], [0, 4, 2]]
+    assert bench.plan_batches([5, 9, 3, 20, 4], 12, padded=True) == [[3], [1], [0, 4], [2]]
+    assert bench.plan_batches(lengths, 2048, padded=False) == _batches(lengths, 2048)
+
+
+def test_tiny_run_writes_the_table_and_the_checks(tmp_path):
+    proc, report = _run(
+        tmp_path,
+        "--models", "mmbert", "transformers", "minilm",
+        "--scenarios", "variable-512", "variable-8192",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = report["results"]
+    assert set(results) == {"mmbert-tiny", "transformers-tiny", "minilm"}
+    for key in ("mmbert-tiny", "transformers-tiny"):
+        for scenario in ("variable-512", "variable-8192"):
+            cell = results[key][scenario]
+            assert cell["tokens_per_s"] > 0 and cell["complete"] and cell["samples"] == 1
+            assert cell["batch_tokens"] == 8192
+    assert results["minilm"]["variable-512"]["tokens_per_s"] > 0
+    assert results["minilm"]["variable-8192"] is None, "512 positions: no 8192 scenario"
+    # The same real tokens for every model.
+    assert results["mmbert-tiny"]["variable-512"]["tokens"] == results["minilm"]["variable-512"]["tokens"]
+
+    check = report["embedding_check"]["tiny"]
+    assert check["ok"] and check["max_abs_diff"] <= 1e-4 and check["samples"] == 2
+    memory = report["memory_check"]
+    assert memory["mmbert-tiny"]["variable-8192"]["ok"] is True
+    assert memory["mmbert-tiny"]["variable-8192"]["quadratic_outputs"] == []
+    assert memory["transformers-tiny"]["variable-8192"]["quadratic_outputs"], (
+        "transformers builds [L, L] masks"
+    )
+    assert report["failed_checks"] == []
+
+    ratio = report["ratios"]["mmBERT-tiny: encode / transformers (sdpa)"]
+    assert set(ratio) == {"variable-512", "variable-8192"} and all(v > 0 for v in ratio.values())
+    goals = {g["goal"]: g["status"] for g in report["goals"]}
+    assert goals["CPU variable-512: mmBERT-tiny encode >= 2x transformers ModernBertModel"] in (
+        "met",
+        "not met",
+    )
+    assert goals["CPU variable-512: mmBERT-small encode >= 3x XLM-R base"] == "n/a (not measured)"
+    assert any(status == "n/a (needs an H100)" for status in goals.values())
+
+    out = proc.stdout
+    for text in ("mmBERT-tiny (mmbert.encode)", "mmBERT-tiny (transformers, sdpa)", "variable-8192",
+                 "embedding check", "-> ok", "memory check", "goals:"):  # fmt: skip
+        assert text in out, text
+    minilm_row = next(line for line in out.splitlines() if line.startswith("multilingual MiniLM"))
+    assert minilm_row.split()[-2] == "-"
+
+
+def test_a_failed_check_exits_non_zero_and_a_spent_budget_cuts_passes_short(tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    args = [
+        *TINY,
+        "--models",
+        "mmbert",
+        "--scenarios",
+        "variable-512",
+        "--check-tol",
+        "-1",
+        "--json",
+        str(out),
+    ]
+    args += ["--samples", "6", "--cpu-batch-tokens", "600", "--budget-s", "0", "--repeats", "2"]
+    assert _bench_inference().main(args) == 1  # in this process: no second interpreter start-up
+    captured = capsys.readouterr()
+    assert "FAILED: embedding check mmBERT-tiny" in captured.err
+    report = json.loads(out.read_text())
+    assert report["embedding_check"]["tiny"]["ok"] is False and report["failed_checks"]
+    assert list(report["results"]) == ["mmbert-tiny"]
+    cell = report["results"]["mmbert-tiny"]["variable-512"]
+    assert cell["passes"] == 2 and cell["batches"] == 1 < cell["batches_planned"] and not cell["complete"]
+    assert "(partial: budget)" in captured.out
+
+
+def test_the_cuda_batch_search_finds_the_largest_batch_that_fits():
+    bench = _bench_inference()
+
+    class Fits:
+        """A model that runs out of memory above ``rows`` rows."""
+
+        label, device = "fake", torch.device("cpu")
+
+        def __init__(self, rows: int) -> None:
+            self.rows, self.tried = rows, []
+
+        def __call__(self, seqs, budget):
+            self.tried.append(len(seqs))
+            if len(seqs) > self.rows:
+                raise torch.cuda.OutOfMemoryError("out of memory")
+
+    fake = Fits(10)
+    assert bench.largest_batch(fake, 512, 16384, 2**20, 100, None) == 10 * 512
+    assert fake.tried[:3] == [32, 16, 8], "halving from the start until it fits, then up again"
+    assert bench.largest_batch(Fits(10**6), 512, 16384, 2**16, 100, None) == 2**16, "stops at the cap"
+    with pytest.raises(RuntimeError, match="one sample of 512 tokens does not fit"):
+        bench.largest_batch(Fits(0), 512, 16384, 2**20, 100, None)
