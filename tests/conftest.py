@@ -24,47 +24,38 @@ def compose_fast(tmp_path):
     return _compose
 
 
-@pytest.fixture(scope="session")
-def toy_recipe_root(tmp_path_factory) -> Path:
-    """A recipe root written by scripts/toy_recipe.py (minutes on a CPU), for the slow tests and notebooks.
-
-    With MMBERT_TOY_RECIPE_ROOT set, the driver runs into that folder instead: a no-op when it is complete,
-    so a root kept from an earlier session makes these tests fast.
-    """
-    given = os.environ.get("MMBERT_TOY_RECIPE_ROOT")
-    root = Path(given).resolve() if given else tmp_path_factory.mktemp("toy_recipe") / "root"
-    log = tmp_path_factory.mktemp("toy_recipe_log") / "toy_recipe.log"
-    command = [sys.executable, str(REPO / "scripts" / "toy_recipe.py"), "--root", str(root)]
+def _run_driver(script: str, env_var: str, tmp_path_factory) -> Path:
+    """Runs scripts/<script>.py into a fresh root, or into ``$env_var`` when set (a no-op when that root is
+    complete, so a root kept from an earlier session makes the tests that use it fast); returns the root."""
+    given = os.environ.get(env_var)
+    root = Path(given).resolve() if given else tmp_path_factory.mktemp(script) / "root"
+    log = tmp_path_factory.mktemp(f"{script}_log") / f"{script}.log"
+    command = [sys.executable, str(REPO / "scripts" / f"{script}.py"), "--root", str(root)]
     with log.open("w") as out:
         # No progress bars: they would fill the log with carriage returns.
         proc = subprocess.run(
             [*command, "trainer.enable_progress_bar=false"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
         )
     assert proc.returncode == 0, (
-        f"scripts/toy_recipe.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
+        f"scripts/{script}.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
     )
     return root
 
 
 @pytest.fixture(scope="session")
+def toy_recipe_root(tmp_path_factory) -> Path:
+    """A recipe root written by scripts/toy_recipe.py (minutes on a CPU), for the slow tests and notebooks;
+    MMBERT_TOY_RECIPE_ROOT reuses one."""
+    return _run_driver("toy_recipe", "MMBERT_TOY_RECIPE_ROOT", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
 def add_language_study_root(tmp_path_factory) -> Path:
     """A root written by scripts/add_language_study.py (about 7 minutes on a 2-core CPU), for its slow test
-    and notebook 06. With MMBERT_STUDY_ROOT set, the script runs into that folder instead: a no-op when it
-    is complete. Skipped where /usr/share/locale, its text, is absent."""
+    and notebook 06; MMBERT_STUDY_ROOT reuses one. Skipped where /usr/share/locale, its text, is absent."""
     if not Path("/usr/share/locale").is_dir():
         pytest.skip("no /usr/share/locale here: the study's text is the gettext catalogs of a Debian machine")
-    given = os.environ.get("MMBERT_STUDY_ROOT")
-    root = Path(given).resolve() if given else tmp_path_factory.mktemp("add_language_study") / "root"
-    log = tmp_path_factory.mktemp("add_language_study_log") / "add_language_study.log"
-    command = [sys.executable, str(REPO / "scripts" / "add_language_study.py"), "--root", str(root)]
-    with log.open("w") as out:
-        proc = subprocess.run(
-            [*command, "trainer.enable_progress_bar=false"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
-        )
-    assert proc.returncode == 0, (
-        f"scripts/add_language_study.py failed; last lines of {log}:\n{log.read_text()[-4000:]}"
-    )
-    return root
+    return _run_driver("add_language_study", "MMBERT_STUDY_ROOT", tmp_path_factory)
 
 
 def pytest_collection_modifyitems(config, items):
