@@ -82,6 +82,28 @@ def test_layout_buckets_bound_padding_and_block_long_documents() -> None:
     assert layout.buckets[0].global_mask is not None
 
 
+@pytest.mark.parametrize("window", [-1, 8])  # 40 tokens are at most 8 windows of 8: the band path
+def test_equal_length_documents_use_views_and_one_broadcast_band(window: int) -> None:
+    # The fixed-length case (every document as long): no gather or scatter copies, one [1, 1, L, L] band.
+    lengths = [40, 40, 40]
+    layout = SdpaLayout.build(cu_seqlens(lengths), window=max(window, 0))
+    assert layout.identity and len(layout.buckets) == 1
+    assert layout.buckets[0].local_mask.shape == (1, 1, 40, 40) and layout.buckets[0].global_mask is None
+    assert not SdpaLayout.build(cu_seqlens([40, 39]), window=4).identity
+    torch.manual_seed(0)
+    qkv = torch.randn(sum(lengths), 3, HEADS, HEAD_DIM, requires_grad=True)
+    out = packed_attention(qkv, cu_seqlens(lengths), 40, window, "sdpa", layout=layout)
+    grad_out = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, qkv, grad_out)
+    ref = reference_attention(qkv, lengths, window)
+    (ref_grad,) = torch.autograd.grad(ref, qkv, grad_out)
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=2e-5)
+    # The additive masks are made once per layout and reused by every later layer.
+    again = packed_attention(qkv, cu_seqlens(lengths), 40, window, "sdpa", layout=layout)
+    assert torch.equal(again, out) and len(layout._additive) == 1
+
+
 def test_layout_rejects_other_windows_and_token_counts() -> None:
     layout = SdpaLayout.build(cu_seqlens([10, 20]), window=4)
     qkv = torch.randn(30, 3, HEADS, HEAD_DIM)

@@ -12,7 +12,7 @@ import importlib.util
 import inspect
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import torch
@@ -143,7 +143,8 @@ class _Bucket:
     length: int  # L: padded query length
     halo: int  # masked padding each side of a document for blocked local attention (B), else 0
     global_mask: Tensor | None  # [n, 1, 1, L] key validity; None when no padding
-    local_mask: Tensor | None  # [n, 1, L, L] band mask, or [n, nb, 1, B, 3B] blocked band mask
+    # [n, 1, L, L] band mask ([1, 1, L, L] when no document is padded), or [n, nb, 1, B, 3B] blocked band mask
+    local_mask: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,11 @@ class SdpaLayout:
     scatter: Tensor  # [T] row of each packed token in the concatenated bucket outputs
     window: int
     num_tokens: int
+    # gather and scatter are both arange(T) (one bucket of equal-length documents, no halo): views do.
+    identity: bool = False
+    # Boolean masks as additive ones (0 / -inf) per (bucket, local, dtype), made on first use: SDPA would
+    # otherwise convert a boolean mask again in every layer.
+    _additive: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def build(cu_seqlens_N1: Tensor, window: int, device: torch.device | None = None) -> SdpaLayout:
@@ -192,15 +198,28 @@ class SdpaLayout:
             gathers.append(gather)
             scatter_T[rows] = slots + offset
             offset += bucket.n_docs * bucket.length
+        gather = torch.cat(gathers) if gathers else torch.zeros(0, dtype=torch.long)
+        arange_T = torch.arange(num_tokens)
+        identity = torch.equal(gather, arange_T) and torch.equal(scatter_T, arange_T)
         return SdpaLayout(
             buckets=tuple(_bucket_to(b, device) for b in buckets),
-            gather=torch.cat(gathers).to(device)
-            if gathers
-            else torch.zeros(0, dtype=torch.long, device=device),
+            gather=gather.to(device),
             scatter=scatter_T.to(device),
             window=window,
             num_tokens=num_tokens,
+            identity=identity,
         )
+
+    def _mask(self, index: int, local: bool, dtype: torch.dtype) -> Tensor | None:
+        key = (index, local, dtype)
+        if key not in self._additive:
+            b = self.buckets[index]
+            mask = b.local_mask if local else b.global_mask
+            if mask is not None:
+                # The same values SDPA derives from a boolean mask, so outputs stay bit-identical.
+                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, -math.inf)
+            self._additive[key] = mask
+        return self._additive[key]
 
     def attend(self, qkv_T3HD: Tensor, *, local: bool, dropout_p: float = 0.0) -> Tensor:
         T, _, H, D = qkv_T3HD.shape
@@ -210,10 +229,12 @@ class SdpaLayout:
             return qkv_T3HD.new_zeros(T, H, D)
         # One gather and one split for all buckets: on a CPU shared with other processes, every extra
         # parallel op can cost a scheduler time slice.
-        padded_SF = _GatherRows.apply(qkv_T3HD.reshape(T, 3 * H * D), self.gather)
+        rows_TF = qkv_T3HD.reshape(T, 3 * H * D)
+        padded_SF = rows_TF if self.identity else _GatherRows.apply(rows_TF, self.gather)
         sizes = [b.n_docs * (b.length + 2 * b.halo) for b in self.buckets]
         outs: list[Tensor] = []
-        for b, rows_F in zip(self.buckets, padded_SF.split(sizes), strict=True):
+        for i, (b, rows_F) in enumerate(zip(self.buckets, padded_SF.split(sizes), strict=True)):
+            mask = self._mask(i, local, qkv_T3HD.dtype)
             n, L, halo = b.n_docs, b.length, b.halo
             x_nL3HD = rows_F.view(n, L + 2 * halo, 3, H, D)
             if local and halo:
@@ -222,17 +243,16 @@ class SdpaLayout:
                 # unfold gives [n, nb, H, D, 3B]: each block's keys are its own block and both neighbours.
                 k = x_nL3HD[:, :, 1].unfold(1, 3 * halo, halo).transpose(-1, -2)
                 v = x_nL3HD[:, :, 2].unfold(1, 3 * halo, halo).transpose(-1, -2)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=b.local_mask, dropout_p=dropout_p)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
                 outs.append(o.transpose(2, 3).reshape(n * L, H * D))
             else:
                 if halo:
                     x_nL3HD = x_nL3HD[:, halo : halo + L]
                 q, k, v = x_nL3HD.permute(2, 0, 3, 1, 4).unbind(0)
-                mask = b.local_mask if local else b.global_mask
                 o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
                 outs.append(o.transpose(1, 2).reshape(n * L, H * D))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return _GatherRows.apply(out, self.scatter).view(T, H, D)
+        return (out if self.identity else _GatherRows.apply(out, self.scatter)).view(T, H, D)
 
 
 class _GatherRows(torch.autograd.Function):
@@ -281,7 +301,10 @@ def _build_bucket(starts_n: Tensor, lengths_n: Tensor, window: int) -> tuple[_Bu
     else:
         pos_L = torch.arange(L)
         band_LL = (pos_L[:, None] - pos_L[None, :]).abs() <= window
-        local_mask = ((valid_nL[:, None, :] & band_LL) | ~valid_nL[:, :, None])[:, None]
+        if bool(valid_nL.all()):
+            local_mask = band_LL[None, None]  # the same band for every document: SDPA broadcasts it
+        else:
+            local_mask = ((valid_nL[:, None, :] & band_LL) | ~valid_nL[:, :, None])[:, None]
     bucket = _Bucket(
         n_docs=n,
         length=L,

@@ -109,7 +109,10 @@ class MmBertMLP(nn.Module):
 
     def forward(self, x_TH: Tensor) -> Tensor:
         a, g = self.Wi(x_TH).chunk(2, dim=-1)
-        return self.Wo(self.drop(F.gelu(a) * g))
+        h = F.gelu(a)
+        # Without autograd the product may overwrite gelu's fresh output: one [T, I] buffer less per layer.
+        h = h * g if torch.is_grad_enabled() else h.mul_(g)
+        return self.Wo(self.drop(h))
 
 
 class MmBertEncoderLayer(nn.Module):
