@@ -8,10 +8,19 @@ counts real tokens, the embeddings (mean over each sample's tokens) are brought 
 - mmBERT-<size> (mmbert.encode): the project's packed path, ``mmbert.encode(model, ids, pooling="mean",
   batch_tokens=B)`` on batches of sorted samples holding at most B real tokens;
 - mmBERT-<size> (transformers, sdpa | flash_attention_2): transformers' ``ModernBertModel`` with the SAME
-  weights, run padded on batches of sorted samples (at most B padded tokens) with an attention_mask and
-  mean-pooled over it; flash_attention_2 only on CUDA with flash_attn installed and a half dtype;
+  weights, run padded with an attention_mask and mean-pooled over it; flash_attention_2 only on CUDA with
+  flash_attn installed and a half dtype;
 - XLM-R base, mDistilBERT, multilingual MiniLM (transformers, sdpa, padded like the above) from their public
   config values; they have 512 positions and skip the 8192 scenarios ("-").
+
+Padded models run in one or both of two orders (``--padded-orders``), each a row of its own:
+
+- ``input`` (Figure 3's protocol): the samples in the order they come, a fixed number of rows per batch (the
+  batch size found for the scenario's longest sample), each batch padded to its longest. The paper's padded
+  baselines run at half their fixed-512 rate at variable-512 (XLM-R 63k -> 32k, mDistilBERT 119k -> 59k,
+  MiniLM 104k -> 51k tokens/s): each sample costs them a full-length row;
+- ``sorted``: longest first, as many rows as fit the batch's tokens (rows x longest), which is what a careful
+  user does (sentence-transformers sorts by length) and the best a padded model can do.
 
 Batch size: each model at the largest batch that fits. On CUDA it is searched for (doubling, then bisection,
 on a batch of the longest samples, catching torch.cuda.OutOfMemoryError, once per model and sample length)
@@ -20,8 +29,8 @@ Each (model, scenario) runs one untimed warm-up batch first, then ``--repeats`` 
 (the models take turns, pass by pass), each in a seeded random order so that a pass cut short by ``--budget-s``
 has timed a fair sample of them (the figures say so). tokens/s is the real tokens over the sum of every
 batch's best time: on a machine shared with other processes, the least disturbed run of each batch. With few
-``--samples`` (on a CPU) a variable scenario's sorted batches mix more lengths than at 8,192 samples, so the
-padded models pad more than in the paper's setting: the table prints how much.
+``--samples`` (on a CPU) a variable scenario's sorted batches mix more lengths than at 8,192 samples, and
+small batches in input order pad less than the paper's large ones: the table prints how much each order pads.
 
 Checks in the same run (the exit status is 1 if one fails):
 
@@ -74,6 +83,7 @@ SCENARIOS: dict[str, tuple[int, tuple[float, float] | None]] = {
 }
 MIN_LEN = 16
 FAMILIES = ("mmbert", "transformers", "transformers-fa2", "xlmr", "mdistilbert", "minilm")
+PADDED_ORDERS = ("input", "sorted")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # The released mmBERT models' RoPE bases (random weights do not care; the tables' cost is the same).
 ROPE_THETA = 160000.0
@@ -103,14 +113,29 @@ def make_samples(name: str, count: int, high: int, seed: int) -> list[Tensor]:
     return [torch.randint(5, high, (n,), generator=gen) for n in lengths]
 
 
-def plan_batches(lengths: list[int], budget: int, padded: bool) -> list[list[int]]:
-    """Sample indices longest first, in batches of at most ``budget`` tokens: real tokens for a packed model
-    (mmbert.encode's own grouping), rows x longest for a padded one. A sample over the budget is a batch alone."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def plan_batches(lengths: list[int], budget: int, order: str, longest: int = 0) -> list[list[int]]:
+    """Sample indices in batches of at most ``budget`` tokens, by ``order``:
+
+    - ``packed``: longest first, at most ``budget`` real tokens a batch (mmbert.encode's own grouping);
+    - ``sorted``: longest first, at most ``budget`` padded tokens (rows x the batch's longest);
+    - ``input``: in sample order, ``budget // longest`` rows a batch (a batch size in rows, as found for the
+      scenario's ``longest`` sample).
+
+    A sample over the budget is a batch alone.
+    """
+    if order == "input":
+        rows = max(1, budget // longest)
+        return [list(range(i, min(i + rows, len(lengths)))) for i in range(0, len(lengths), rows)]
+    if order not in ("packed", "sorted"):
+        raise ValueError(f"unknown batch order {order!r}")
+    ranked = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     used = budget + 1
-    for i in order:
-        cost = lengths[batches[-1][0]] * (len(batches[-1]) + 1) if padded and batches else used + lengths[i]
+    for i in ranked:
+        if order == "sorted" and batches:
+            cost = lengths[batches[-1][0]] * (len(batches[-1]) + 1)
+        else:
+            cost = used + lengths[i]
         if not batches or cost > budget:
             batches.append([i])
             used = lengths[i]
@@ -214,13 +239,22 @@ class Runner:
     family: str
     size: str | None
     model: nn.Module
-    packed: bool
+    order: str  # "packed" (mmbert.encode) or a padded order of PADDED_ORDERS
     max_len: int
     widths: int  # its widest per-token activation (the memory check needs longer samples than this)
     dtype: torch.dtype = torch.float32
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     pad_id: int = 0
     attn: str | None = None  # an attention implementation to switch to once on the device
+
+    @property
+    def packed(self) -> bool:
+        return self.order == "packed"
+
+    @property
+    def model_key(self) -> str:
+        """The model without its batch order: rows of one model share a CUDA batch size."""
+        return self.key.removesuffix("-sorted")
 
     def __call__(self, seqs: list[Tensor], budget: int) -> Tensor:
         if self.packed:
@@ -254,6 +288,14 @@ class Runner:
         return self
 
 
+ORDER_LABELS = {"input": "input order", "sorted": "sorted"}
+
+
+def _padded_key(key: str, order: str) -> str:
+    """A padded row's key: Figure 3's input order keeps the model's name, the sorted row adds "-sorted"."""
+    return key if order == "input" else f"{key}-sorted"
+
+
 def build_runners(
     args: argparse.Namespace, device: torch.device, dtype: torch.dtype, notes: list[str]
 ) -> tuple[list[Runner], dict]:
@@ -278,21 +320,27 @@ def build_runners(
         )
         if "mmbert" in args.models:
             runners.append(Runner(f"mmbert-{size}", f"{name} (mmbert.encode)", "mmbert", model=encoder,
-                                  packed=True, **common))  # fmt: skip
-        if "transformers" in args.models:
-            runners.append(Runner(f"transformers-{size}", f"{name} (transformers, sdpa)", "transformers",
-                                  model=hf, packed=False, **common))  # fmt: skip
-        if "transformers-fa2" in args.models and fa2:
-            # The same weights again, switched to flash_attention_2 once they are half on the device.
-            runners.append(Runner(f"transformers-fa2-{size}", f"{name} (transformers, flash_attention_2)",
-                                  "transformers-fa2", model=hf_modernbert(encoder, "sdpa"), packed=False,
-                                  attn="flash_attention_2", **common))  # fmt: skip
+                                  order="packed", **common))  # fmt: skip
+        for order in args.padded_orders:
+            if "transformers" in args.models:
+                runners.append(Runner(_padded_key(f"transformers-{size}", order),
+                                      f"{name} (transformers, sdpa, {ORDER_LABELS[order]})", "transformers",
+                                      model=hf, order=order, **common))  # fmt: skip
+            if "transformers-fa2" in args.models and fa2:
+                # The same weights again, switched to flash_attention_2 once they are half on the device.
+                runners.append(Runner(_padded_key(f"transformers-fa2-{size}", order),
+                                      f"{name} (transformers, flash_attention_2, {ORDER_LABELS[order]})",
+                                      "transformers-fa2", model=hf_modernbert(encoder, "sdpa"), order=order,
+                                      attn="flash_attention_2", **common))  # fmt: skip
     for family, label in REFERENCE_LABELS.items():
         if family in args.models:
             model = reference_model(family, args.seed)
-            runners.append(Runner(family, f"{label} (transformers, sdpa)", family, None, model, packed=False,
-                                  max_len=REFERENCE_MAX_LEN, widths=4 * model.config.hidden_size,
-                                  pad_id=model.config.pad_token_id or 0))  # fmt: skip
+            for order in args.padded_orders:
+                runners.append(Runner(_padded_key(family, order),
+                                      f"{label} (transformers, sdpa, {ORDER_LABELS[order]})", family, None,
+                                      model, order=order, max_len=REFERENCE_MAX_LEN,
+                                      widths=4 * model.config.hidden_size,
+                                      pad_id=model.config.pad_token_id or 0))  # fmt: skip
     return runners, pairs
 
 
@@ -310,13 +358,13 @@ def embedding_check(pairs: dict, samples: dict[str, list[Tensor]], args: argpars
                 break
             seqs.append(s)
             taken += len(s)
-    plan = plan_batches([len(s) for s in seqs], args.cpu_batch_tokens, padded=True)
+    plan = plan_batches([len(s) for s in seqs], args.cpu_batch_tokens, "sorted")
     order = [i for batch in plan for i in batch]
     for size, (encoder, hf) in pairs.items():
         ours = mmbert.encode(
             encoder, seqs, pooling="mean", batch_tokens=args.cpu_batch_tokens, dtype=torch.float32
         )
-        ref = Runner("check", "", "transformers", size, hf, packed=False, max_len=0, widths=0)
+        ref = Runner("check", "", "transformers", size, hf, order="sorted", max_len=0, widths=0)
         theirs = torch.cat([ref([seqs[i] for i in batch], 0) for batch in plan])
         diff = float((ours[order] - theirs).abs().max())
         check[size] = {
@@ -422,10 +470,10 @@ class Cell:
     run of every batch. The median pass rate is kept too.
     """
 
-    def __init__(self, runner: Runner, seqs: list[Tensor], budget: int, seed: int) -> None:
+    def __init__(self, runner: Runner, seqs: list[Tensor], budget: int, longest: int, seed: int) -> None:
         self.runner, self.seqs, self.budget = runner, seqs, budget
         self.lengths = [len(s) for s in seqs]
-        self.plan = plan_batches(self.lengths, budget, padded=not runner.packed)
+        self.plan = plan_batches(self.lengths, budget, runner.order, longest)
         self.order = list(range(len(self.plan)))
         random.Random(seed).shuffle(self.order)
         self.times: dict[int, list[float]] = {}
@@ -460,7 +508,7 @@ class Cell:
         run = sorted(self.times)
         tokens = sum(self.lengths[i] for k in run for i in self.plan[k])
         samples = sum(len(self.plan[k]) for k in run)
-        computed = sum(len(self.plan[k]) * self.lengths[self.plan[k][0]] for k in run)
+        computed = sum(len(self.plan[k]) * max(self.lengths[i] for i in self.plan[k]) for k in run)
         best = sum(min(self.times[k]) for k in run)
         return {
             "tokens_per_s": tokens / best,
@@ -474,7 +522,7 @@ class Cell:
             "complete": len(run) == len(self.plan),
             "batch_tokens": self.budget,
             "rows_per_batch": samples / len(run),
-            # Tokens a padded model computes per real token (the padding of its sorted batches); 1 if packed.
+            # Tokens a padded model computes per real token (the padding of its batches); 1 if packed.
             "padding_factor": computed / tokens if not self.runner.packed else 1.0,
         }
 
@@ -487,14 +535,21 @@ def _rate(results: dict, key: str, scenario: str) -> float | None:
     return cell["tokens_per_s"] if cell else None
 
 
-def ratios(results: dict, sizes: list[str], scenarios: list[str]) -> dict[str, dict[str, float | None]]:
+def ratios(
+    results: dict, sizes: list[str], scenarios: list[str], orders: list[str]
+) -> dict[str, dict[str, float | None]]:
     pairs = {}
     for size in sizes:
-        pairs[f"mmBERT-{size}: encode / transformers (sdpa)"] = (f"mmbert-{size}", f"transformers-{size}")
-        pairs[f"mmBERT-{size}: encode / transformers (fa2)"] = (f"mmbert-{size}", f"transformers-fa2-{size}")
-        for family, label in REFERENCE_LABELS.items():
-            if family == "xlmr" or size == "small":
-                pairs[f"mmBERT-{size} / {label}"] = (f"mmbert-{size}", family)
+        for order in orders:
+            how = ORDER_LABELS[order]
+            for attn, family in (("sdpa", "transformers"), ("fa2", "transformers-fa2")):
+                pairs[f"mmBERT-{size}: encode / transformers ({attn}, {how})"] = (
+                    f"mmbert-{size}",
+                    _padded_key(f"{family}-{size}", order),
+                )
+            for family, label in REFERENCE_LABELS.items():
+                if family == "xlmr" or size == "small":
+                    pairs[f"mmBERT-{size} / {label} ({how})"] = (f"mmbert-{size}", _padded_key(family, order))
     out = {}
     for name, (a, b) in pairs.items():
         row = {}
@@ -506,23 +561,31 @@ def ratios(results: dict, sizes: list[str], scenarios: list[str]) -> dict[str, d
     return out
 
 
-def goals(results: dict, device: torch.device, device_name: str, sizes: list[str]) -> list[dict]:
-    """The issue's goals, each met / not met / n/a with the figure it was judged on."""
+def goals(
+    results: dict, device: torch.device, device_name: str, sizes: list[str], orders: list[str]
+) -> list[dict]:
+    """The issue's goals, each met / not met / n/a with the figure it was judged on, against every padded order
+    run (Figure 3's input order first)."""
     listed = []
     for scenario, versus, at_least in CPU_GOALS:
         for size in sizes if versus == "transformers" else ["small"]:
-            other = f"transformers-{size}" if versus == "transformers" else versus
-            label = "transformers ModernBertModel" if versus == "transformers" else REFERENCE_LABELS[versus]
-            text = f"CPU {scenario}: mmBERT-{size} encode >= {at_least:g}x {label}"
-            ours, theirs = _rate(results, f"mmbert-{size}", scenario), _rate(results, other, scenario)
-            if device.type != "cpu":
-                status, value = "n/a (a CPU goal)", None
-            elif ours is None or theirs is None:
-                status, value = "n/a (not measured)", None
-            else:
-                value = ours / theirs
-                status = "met" if value >= at_least else "not met"
-            listed.append({"goal": text, "status": status, "value": value, "unit": "x"})
+            for order in orders:
+                other = _padded_key(f"transformers-{size}" if versus == "transformers" else versus, order)
+                label = (
+                    "transformers ModernBertModel" if versus == "transformers" else REFERENCE_LABELS[versus]
+                )
+                text = (
+                    f"CPU {scenario}: mmBERT-{size} encode >= {at_least:g}x {label} ({ORDER_LABELS[order]})"
+                )
+                ours, theirs = _rate(results, f"mmbert-{size}", scenario), _rate(results, other, scenario)
+                if device.type != "cpu":
+                    status, value = "n/a (a CPU goal)", None
+                elif ours is None or theirs is None:
+                    status, value = "n/a (not measured)", None
+                else:
+                    value = ours / theirs
+                    status = "met" if value >= at_least else "not met"
+                listed.append({"goal": text, "status": status, "value": value, "unit": "x"})
     ours = _rate(results, "mmbert-small", "variable-512")
     text = f"GPU variable-512: mmBERT-small encode >= {GPU_GOAL_SMALL_VARIABLE_512:,} tokens/s on an H100"
     if device.type != "cuda":
@@ -558,15 +621,22 @@ def print_report(report: dict, runners: list[Runner], scenarios: list[str]) -> N
         print(
             f"{r.label:{width}s}{row}   {'/'.join(map(str, batch))}{'  (partial: budget)' if partial else ''}"
         )
-    padding = {
-        sc: max(cells[sc]["padding_factor"] for key, cells in report["results"].items() if cells.get(sc))
-        for sc in scenarios
-        if any(cells.get(sc) for cells in report["results"].values())
-    }
-    print(
-        "padded rows compute at most "
-        + ", ".join(f"{v:.2f}x the real tokens at {sc}" for sc, v in padding.items())
-    )
+    orders = {r.key: r.order for r in runners}
+    for order in report["setup"]["padded_orders"]:
+        padding = {
+            sc: max(
+                cells[sc]["padding_factor"]
+                for key, cells in report["results"].items()
+                if cells.get(sc) and orders.get(key) == order
+            )
+            for sc in scenarios
+            if any(cells.get(sc) and orders.get(key) == order for key, cells in report["results"].items())
+        }
+        if padding:
+            print(
+                f"padded rows ({ORDER_LABELS[order]}) compute at most "
+                + ", ".join(f"{v:.2f}x the real tokens at {sc}" for sc, v in padding.items())
+            )
     if report["ratios"]:
         print()
         width = max(len(k) for k in report["ratios"]) + 2
@@ -633,6 +703,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--models", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument(
+        "--padded-orders",
+        nargs="+",
+        choices=PADDED_ORDERS,
+        default=list(PADDED_ORDERS),
+        help="how padded models get their samples: input (Figure 3's protocol) and/or sorted by length",
+    )
     parser.add_argument("--samples", type=int, default=8192, help="samples per scenario (the paper: 8192)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -658,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.samples < 1 or args.repeats < 1:
         parser.error("--samples and --repeats must be >= 1")
+    args.padded_orders = list(dict.fromkeys(args.padded_orders))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
@@ -707,15 +785,15 @@ def main(argv: list[str] | None = None) -> int:
             elif args.batch_tokens:
                 budget = args.batch_tokens
             else:
-                if (r.key, longest) not in budgets:
+                if (r.model_key, longest) not in budgets:
                     # Once per model and sample length, on rows of the longest samples (the fixed scenario's
                     # shape, which no variable batch of the same budget exceeds), in at most a pass's share.
                     cap = min(args.max_batch_tokens, args.samples * longest)
-                    budgets[r.key, longest] = largest_batch(
+                    budgets[r.model_key, longest] = largest_batch(
                         r, longest, args.cpu_batch_tokens, cap, high, deadline()
                     )
-                budget = budgets[r.key, longest]
-            cells[r.key] = Cell(r, samples[sc], budget, args.seed)
+                budget = budgets[r.model_key, longest]
+            cells[r.key] = Cell(r, samples[sc], budget, longest, args.seed)
             probe = OpOutputs(longest) if longest > 512 else None
             cells[r.key].warm_up(probe)
             if probe is not None:
@@ -734,8 +812,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "labels": {r.key: r.label for r in runners},
         "results": results,
-        "ratios": ratios(results, args.sizes, args.scenarios),
-        "goals": goals(results, device, device_name, args.sizes),
+        "ratios": ratios(results, args.sizes, args.scenarios, args.padded_orders),
+        "goals": goals(results, device, device_name, args.sizes, args.padded_orders),
         "embedding_check": check,
         "memory_check": memory,
         "notes": notes,
