@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from stages import StageFailed, call, exported, header
+
 BASE_LANGUAGES = ("eng_Latn", "deu_Latn", "fra_Latn", "spa_Latn", "rus_Cyrl", "cmn_Hani")
 # Greek: a script none of the base's languages is written in, so whatever the model knows of it after the
 # decay it learned there; the sample tokenizer covers it (it was trained on Greek among the sample's 27).
@@ -54,28 +52,6 @@ CHECKPOINTS["merge"] = "merges/ties"
 # Half of the task vector, as the toy recipe's TIES (scripts/toy_recipe.py); at TIES's default density of 1 a
 # merge of one model into its own base is that model again, and would show nothing.
 TIES_DENSITY = 0.5
-HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-class StageFailed(Exception):
-    def __init__(self, stage: str, returncode: int) -> None:
-        super().__init__(f"stage {stage} failed (exit code {returncode}); rerun the same command to resume")
-        self.returncode = returncode
-
-
-def header(text: str) -> None:
-    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
-
-
-def call(stage: str, args: list[str]) -> None:
-    print("$", shlex.join(["python", *args]), flush=True)
-    env = dict(os.environ)
-    # One intra-op thread: on a small or shared CPU, torch's threads waiting for each other at every op of a
-    # model this small made training over ten times slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, check=False)
-    if result.returncode != 0:
-        raise StageFailed(stage, result.returncode)
 
 
 def build_corpus(root: Path, locale_dir: Path) -> None:
@@ -99,7 +75,7 @@ def train(name: str, root: Path, overrides: list[str], extra: list[str]) -> None
     last checkpoint if it has one, skipped if it was exported."""
     run_dir = root / name
     header(f"{name}: {run_dir}")
-    if all((run_dir / "hf" / f).is_file() for f in HF_FILES):
+    if exported(run_dir):
         print(f"{run_dir / 'hf'} exists: skipped", flush=True)
         return
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -108,7 +84,6 @@ def train(name: str, root: Path, overrides: list[str], extra: list[str]) -> None
         "data_mix=folder",
         f"data_mix.path={root / 'corpus'}",
         f"data_mix.languages=[{','.join(BASE_LANGUAGES)}]",
-        "~data_mix.subset",  # experiment=toy picks the sample corpus's subsets; a folder mix has none
     ]
     call(name, ["train.py", "experiment=toy", *mix, *overrides, *resume, f"hydra.run.dir={run_dir}", *extra])
 

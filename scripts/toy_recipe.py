@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from stages import StageFailed, call, exported, header
+
 DECAY_VARIANTS = ("decay-eng", "decay-cont", "decay-all")
 # mmBERT did not publish its TIES settings. Keeping half of each task vector (mergekit's usual density) gave
 # the lowest mean test MLM loss of 0.2 / 0.5 / 0.8 / 1.0 on the toy run; 0.2 lost much of Decay-All's gain on
@@ -36,14 +34,6 @@ TIES_DENSITY = 0.5
 # checkpoints the final one gets about a third of the weight. On the toy run half-lives of 1, 2 and 4 were
 # within 0.05 test MLM loss of each other.
 EMA_HALF_LIFE = 2
-# The files an hf/ export writes: all of them present means the export finished.
-HF_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-class StageFailed(Exception):
-    def __init__(self, stage: str, returncode: int) -> None:
-        super().__init__(f"stage {stage} failed (exit code {returncode}); rerun the same command to resume")
-        self.returncode = returncode
 
 
 @dataclass
@@ -63,31 +53,8 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def header(text: str) -> None:
-    print(f"\n{'=' * 100}\n== {text}\n{'=' * 100}", flush=True)
-
-
-def exported(run_dir: Path) -> bool:
-    return all((run_dir / "hf" / name).is_file() for name in HF_FILES)
-
-
 def last_checkpoint(run_dir: Path) -> Path:
     return run_dir / "checkpoints" / "last.ckpt"
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # One intra-op thread: on a small or shared CPU, torch's threads waiting for each other at every op of
-    # a model this small made training over ten times slower.
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
-
-
-def call(stage: str, args: list[str]) -> None:
-    print("$", shlex.join(["python", *args]), flush=True)
-    result = subprocess.run([sys.executable, *args], cwd=REPO, env=child_env(), check=False)
-    if result.returncode != 0:
-        raise StageFailed(stage, result.returncode)
 
 
 def train(stage: Stage, overrides: list[str], extra: list[str], run_dir: Path) -> None:

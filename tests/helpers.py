@@ -115,6 +115,36 @@ def make_model(seed: int = 0, **overrides: object) -> MmBertForMaskedLM:
     return MmBertForMaskedLM(tiny_config(**overrides)).eval()
 
 
+def release_shaped_tiny() -> MmBertForMaskedLM:
+    """The tiny model with the sample tokenizer's vocabulary (its checkpoints name that tokenizer), mmBERT's
+    128-token window and RoPE bases: what export and deployment tests convert."""
+    return make_model(
+        **TINY,
+        local_attention=128,
+        attn_backend="auto",
+        global_rope_theta=160_000.0,
+        local_rope_theta=160_000.0,
+    )
+
+
+def save_lightning_checkpoint(net: MmBertForMaskedLM, path: Path) -> Path:
+    """What train.py's checkpoints hold for the model: the network's weights, its config, its tokenizer (the
+    sample's)."""
+    import dataclasses
+
+    import torch
+
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
+            "mmbert_config": dataclasses.asdict(net.config),
+            "mmbert_tokenizer": str(REPO / "data" / "tokenizer"),
+        },
+        path,
+    )
+    return path
+
+
 def sample_batches(n: int) -> list[dict]:
     """The first `n` micro-batches of the sample corpus's pretraining mix: two rows of 64 tokens each."""
     dm = MLMDataModule(SampleMix(subset="pretrain"), seq_len=64, rows_per_device=2, tau=0.7, mask_ratio=0.3)

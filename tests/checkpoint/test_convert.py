@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, make_model, run_command, side_env, side_venv
+from helpers import REPO, release_shaped_tiny, run_command, save_lightning_checkpoint, side_env, side_venv
 from transformers import AutoTokenizer
 
 from mmbert import encode
@@ -18,33 +17,11 @@ from mmbert.model import MmBertForMaskedLM
 from mmbert.train.init import load_initial_weights
 
 
-def _tiny() -> MmBertForMaskedLM:
-    """The sample tokenizer's vocabulary (the checkpoint names it), mmBERT's window and RoPE bases."""
-    return make_model(
-        **TINY,
-        local_attention=128,
-        attn_backend="auto",
-        global_rope_theta=160_000.0,
-        local_rope_theta=160_000.0,
-    )
-
-
-def _lightning_checkpoint(net: MmBertForMaskedLM, path) -> None:
-    torch.save(
-        {
-            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-            "mmbert_config": dataclasses.asdict(net.config),
-            "mmbert_tokenizer": str(REPO / "data" / "tokenizer"),
-        },
-        path,
-    )
-
-
 def test_to_hf_loads_in_transformers_with_the_same_logits(tmp_path):
     from transformers import AutoModelForMaskedLM
 
-    net = _tiny()
-    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    net = release_shaped_tiny()
+    save_lightning_checkpoint(net, tmp_path / "run.ckpt")
     main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
     hf = AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
     tok = AutoTokenizer.from_pretrained(tmp_path / "hf")
@@ -58,8 +35,8 @@ def test_to_hf_loads_in_transformers_with_the_same_logits(tmp_path):
 
 
 def test_from_hf_round_trips_every_tensor(tmp_path):
-    net = _tiny()
-    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    net = release_shaped_tiny()
+    save_lightning_checkpoint(net, tmp_path / "run.ckpt")
     main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
     main(["from-hf", str(tmp_path / "hf"), str(tmp_path / "back.ckpt")])
     again = MmBertForMaskedLM(net.config)
@@ -93,8 +70,8 @@ print(model)
 
 @pytest.mark.slow
 def test_to_hf_export_embeds_in_sentence_transformers_as_the_projects_mean_pooling(tmp_path):
-    net = _tiny().eval()
-    _lightning_checkpoint(net, tmp_path / "run.ckpt")
+    net = release_shaped_tiny().eval()
+    save_lightning_checkpoint(net, tmp_path / "run.ckpt")
     main(["to-hf", str(tmp_path / "run.ckpt"), str(tmp_path / "hf")])
     sentences = corpus_sentences(REPO / "data" / "sample")
     texts = [sentences[lang][i] for lang in ("eng_Latn", "fao_Latn", "cmn_Hani", "tir_Ethi") for i in (0, 1)]

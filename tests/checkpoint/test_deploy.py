@@ -3,14 +3,20 @@ pipelines give what `mmbert.encode` and the model give, on real sentences in sev
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY, make_model, run_command, side_env, side_venv
+from helpers import (
+    REPO,
+    release_shaped_tiny,
+    run_command,
+    save_lightning_checkpoint,
+    side_env,
+    side_venv,
+)
 from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from tokenizers import Tokenizer
@@ -52,35 +58,11 @@ SENTENCES = [
 ]
 
 
-def _tiny() -> MmBertForMaskedLM:
-    """The sample tokenizer's vocabulary (the checkpoint names it), mmBERT's window and RoPE bases."""
-    return make_model(
-        **TINY,
-        local_attention=128,
-        attn_backend="auto",
-        global_rope_theta=160_000.0,
-        local_rope_theta=160_000.0,
-    )
-
-
-def _lightning_checkpoint(net: MmBertForMaskedLM, path: Path) -> Path:
-    """What train.py's checkpoints hold for the model: the network's weights, its config, its tokenizer."""
-    torch.save(
-        {
-            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-            "mmbert_config": dataclasses.asdict(net.config),
-            "mmbert_tokenizer": str(TOKENIZER),
-        },
-        path,
-    )
-    return path
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[MmBertForMaskedLM, Path]:
     """The tiny model and a Lightning checkpoint of it."""
-    net = _tiny().eval()
-    return net, _lightning_checkpoint(net, tmp_path_factory.mktemp("run") / "last.ckpt")
+    net = release_shaped_tiny().eval()
+    return net, save_lightning_checkpoint(net, tmp_path_factory.mktemp("run") / "last.ckpt")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from helpers import REPO, TINY, compose_train
+from helpers import TINY, compose_train, save_lightning_checkpoint
 
 from mmbert.checkpoint import load_weights_strict
 from mmbert.checkpoint.hf_config import hf_config_dict
@@ -136,17 +136,6 @@ def test_strided_init_needs_a_source():
     assert str(info.value) == "model.init_mode=strided samples a wider model: set model.init_from to it"
 
 
-def _save_lightning(net: MmBertForMaskedLM, path) -> None:
-    torch.save(
-        {
-            "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-            "mmbert_config": dataclasses.asdict(net.config),
-            "mmbert_tokenizer": str(REPO / "data" / "tokenizer"),
-        },
-        path,
-    )
-
-
 def _wide_tiny() -> MmBertConfig:
     return MmBertConfig(**TINY | dict(hidden_size=128, intermediate_size=256, attn_backend="sdpa"))
 
@@ -161,7 +150,7 @@ def test_shrink_command_writes_a_folder_transformers_loads_with_the_sampled_tens
 
     torch.manual_seed(0)
     wide = MmBertForMaskedLM(_wide_tiny())
-    _save_lightning(wide, tmp_path / "wide.ckpt")
+    save_lightning_checkpoint(wide, tmp_path / "wide.ckpt")
     (tmp_path / "narrow.json").write_text(json.dumps(hf_config_dict(_narrow_tiny())))
     main(
         [
@@ -187,7 +176,7 @@ def test_shrink_command_writes_a_folder_transformers_loads_with_the_sampled_tens
 
 def test_shrink_command_refuses_a_wider_target_in_one_line(tmp_path, capsys):
     torch.manual_seed(0)
-    _save_lightning(MmBertForMaskedLM(_narrow_tiny()), tmp_path / "narrow.ckpt")
+    save_lightning_checkpoint(MmBertForMaskedLM(_narrow_tiny()), tmp_path / "narrow.ckpt")
     (tmp_path / "wide.json").write_text(json.dumps(hf_config_dict(_wide_tiny())))
     with pytest.raises(SystemExit) as exit_info:
         main(
@@ -250,7 +239,7 @@ def test_strided_init_from_a_trained_wide_model_starts_below_a_random_init(tmp_p
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _save_lightning(wide, tmp_path / "wide.ckpt")
+    save_lightning_checkpoint(wide, tmp_path / "wide.ckpt")
     make = functools.partial(MLMModule, _narrow_tiny(), optimizer=torch.optim.AdamW)
     torch.manual_seed(0)
     strided = make(init_from=str(tmp_path / "wide.ckpt"), init_mode="strided").net

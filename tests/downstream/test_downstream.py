@@ -389,6 +389,8 @@ def test_multirun_writes_a_results_table(tiny_hf, tmp_path):
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # One folder per job right under the sweep, whatever '/' the model paths hold.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_task=retrieve", "1_task=retrieve"]
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert {r["model"] for r in rows} == {str(tiny_hf), str(ckpt)}
     overall = [r for r in rows if r["language"] == "all"]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import GOLDEN, compose_train
+from helpers import GOLDEN, REPO, compose_train
 from omegaconf import OmegaConf
 
 SNAPSHOT = json.loads((GOLDEN / "composed_configs.json").read_text())
@@ -35,12 +35,22 @@ def flatten(node: object, prefix: str = "") -> dict[str, object]:
     return out
 
 
+# The toy experiment no longer sets the sample mix's subset for every mix (it broke data_mix=folder with it):
+# the sample mix's own default, the phase's name, is the same languages ("decay" is "decay-all").
+TOY_SUBSET_KEYS = {"toy.subset.pretrain", "toy.subset.midtrain", "toy.subset.decay"}
+SAMPLE_SUBSET_ALIASES = {"decay-all": "decay"}
+
+
 def moved(old: dict[str, object], phase: str) -> dict[str, object]:
     """The snapshot with its keys where they live now: the current phase's row of the size's recipe table
     becomes ``recipe.*``; the other phases' rows are the other snapshots' ``recipe.*`` (checked there)."""
     new: dict[str, object] = {}
     for key, value in old.items():
-        if key in RENAMED:
+        if key in TOY_SUBSET_KEYS:
+            continue
+        if key in ("data_mix.subset", "data.mix.subset") and "toy.seq_len.decay" in old:
+            new[key] = SAMPLE_SUBSET_ALIASES.get(value, value)
+        elif key in RENAMED:
             new[RENAMED[key]] = value
         elif key == f"model.recipe.rows_per_device.{phase}":
             new["recipe.rows_per_device"] = value
@@ -68,6 +78,21 @@ def test_composed_config_matches_the_snapshot(overrides):
     assert not differ, differ
 
 
+def test_the_sample_subset_aliases_are_the_same_languages():
+    subsets = json.loads((REPO / "data" / "sample" / "languages.json").read_text())
+    for old, new in SAMPLE_SUBSET_ALIASES.items():
+        assert subsets["subsets"][old] == subsets["subsets"][new]
+
+
 def test_the_snapshot_covers_every_size_and_phase():
     covered = {(o.split()[0], o.split()[1]) for o in SNAPSHOT if o.startswith("model=")}
     assert {(f"model={m}", f"phase={p}") for m in ("tiny", "small", "base") for p in PHASES} <= covered
+
+
+def test_the_toy_experiment_composes_with_every_mix(tmp_path):
+    # The toy experiment sets nothing a mix other than the sample's would refuse.
+    from hydra.utils import instantiate
+
+    for mix in ("sample", "folder"):
+        cfg = compose_train(["experiment=toy", "phase=decay", f"data_mix={mix}"], output_dir=tmp_path)
+        assert len(instantiate(cfg.data_mix).languages) == 27, mix
