@@ -73,6 +73,7 @@ import mmbert
 from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertModel
 from mmbert.model.attention import flash_attn_importable
+from mmbert.model.encode import _batches
 
 # name: (longest sample, (mean, std) of a variable length or None for fixed)
 SCENARIOS: dict[str, tuple[int, tuple[float, float] | None]] = {
@@ -116,32 +117,27 @@ def make_samples(name: str, count: int, high: int, seed: int) -> list[Tensor]:
 def plan_batches(lengths: list[int], budget: int, order: str, longest: int = 0) -> list[list[int]]:
     """Sample indices in batches of at most ``budget`` tokens, by ``order``:
 
-    - ``packed``: longest first, at most ``budget`` real tokens a batch (mmbert.encode's own grouping);
+    - ``packed``: mmbert.encode's own grouping (longest first, at most ``budget`` real tokens a batch);
     - ``sorted``: longest first, at most ``budget`` padded tokens (rows x the batch's longest);
     - ``input``: in sample order, ``budget // longest`` rows a batch (a batch size in rows, as found for the
       scenario's ``longest`` sample).
 
     A sample over the budget is a batch alone.
     """
+    if order == "packed":
+        return _batches(lengths, budget)
     if order == "input":
         rows = max(1, budget // longest)
         return [list(range(i, min(i + rows, len(lengths)))) for i in range(0, len(lengths), rows)]
-    if order not in ("packed", "sorted"):
+    if order != "sorted":
         raise ValueError(f"unknown batch order {order!r}")
-    ranked = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
-    used = budget + 1
-    for i in ranked:
-        if order == "sorted" and batches:
-            cost = lengths[batches[-1][0]] * (len(batches[-1]) + 1)
-        else:
-            cost = used + lengths[i]
-        if not batches or cost > budget:
-            batches.append([i])
-            used = lengths[i]
-        else:
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        # The batch's first sample is its longest: one more row costs that many padded tokens.
+        if batches and lengths[batches[-1][0]] * (len(batches[-1]) + 1) <= budget:
             batches[-1].append(i)
-            used += lengths[i]
+        else:
+            batches.append([i])
     return batches
 
 
@@ -251,11 +247,6 @@ class Runner:
     def packed(self) -> bool:
         return self.order == "packed"
 
-    @property
-    def model_key(self) -> str:
-        """The model without its batch order: rows of one model share a CUDA batch size."""
-        return self.key.removesuffix("-sorted")
-
     def __call__(self, seqs: list[Tensor], budget: int) -> Tensor:
         if self.packed:
             return mmbert.encode(
@@ -321,17 +312,18 @@ def build_runners(
         if "mmbert" in args.models:
             runners.append(Runner(f"mmbert-{size}", f"{name} (mmbert.encode)", "mmbert", model=encoder,
                                   order="packed", **common))  # fmt: skip
+        # The same weights again, switched to flash_attention_2 once they are half on the device.
+        hf_fa2 = hf_modernbert(encoder, "sdpa") if "transformers-fa2" in args.models and fa2 else None
         for order in args.padded_orders:
             if "transformers" in args.models:
                 runners.append(Runner(_padded_key(f"transformers-{size}", order),
                                       f"{name} (transformers, sdpa, {ORDER_LABELS[order]})", "transformers",
                                       model=hf, order=order, **common))  # fmt: skip
-            if "transformers-fa2" in args.models and fa2:
-                # The same weights again, switched to flash_attention_2 once they are half on the device.
+            if hf_fa2 is not None:
                 runners.append(Runner(_padded_key(f"transformers-fa2-{size}", order),
                                       f"{name} (transformers, flash_attention_2, {ORDER_LABELS[order]})",
-                                      "transformers-fa2", model=hf_modernbert(encoder, "sdpa"), order=order,
-                                      attn="flash_attention_2", **common))  # fmt: skip
+                                      "transformers-fa2", model=hf_fa2, order=order, attn="flash_attention_2",
+                                      **common))  # fmt: skip
     for family, label in REFERENCE_LABELS.items():
         if family in args.models:
             model = reference_model(family, args.seed)
@@ -621,22 +613,17 @@ def print_report(report: dict, runners: list[Runner], scenarios: list[str]) -> N
         print(
             f"{r.label:{width}s}{row}   {'/'.join(map(str, batch))}{'  (partial: budget)' if partial else ''}"
         )
-    orders = {r.key: r.order for r in runners}
-    for order in report["setup"]["padded_orders"]:
-        padding = {
-            sc: max(
-                cells[sc]["padding_factor"]
-                for key, cells in report["results"].items()
-                if cells.get(sc) and orders.get(key) == order
-            )
-            for sc in scenarios
-            if any(cells.get(sc) and orders.get(key) == order for key, cells in report["results"].items())
-        }
-        if padding:
-            print(
-                f"padded rows ({ORDER_LABELS[order]}) compute at most "
-                + ", ".join(f"{v:.2f}x the real tokens at {sc}" for sc, v in padding.items())
-            )
+    padding: dict[str, dict[str, float]] = {}  # the most any padded row pads, per order and scenario
+    for r in runners:
+        for sc, cell in report["results"].get(r.key, {}).items():
+            if cell and not r.packed:
+                worst = padding.setdefault(r.order, {})
+                worst[sc] = max(worst.get(sc, 0.0), cell["padding_factor"])
+    for order, worst in padding.items():
+        print(
+            f"padded rows ({ORDER_LABELS[order]}) compute at most "
+            + ", ".join(f"{v:.2f}x the real tokens at {sc}" for sc, v in worst.items())
+        )
     if report["ratios"]:
         print()
         width = max(len(k) for k in report["ratios"]) + 2
@@ -762,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, dict | None]] = {r.key: {sc: None for sc in args.scenarios} for r in runners}
     memory: dict[str, dict[str, dict]] = {}
-    budgets: dict[tuple[str, int], int] = {}
+    # Per model object and sample length: the rows of one model in both orders share a CUDA batch size.
+    budgets: dict[tuple[int, int], int] = {}
     rows = {sc: [r for r in runners if SCENARIOS[sc][0] <= r.max_len] for sc in args.scenarios}
     passes_left = args.repeats * sum(len(row) for row in rows.values())
 
@@ -785,14 +773,14 @@ def main(argv: list[str] | None = None) -> int:
             elif args.batch_tokens:
                 budget = args.batch_tokens
             else:
-                if (r.model_key, longest) not in budgets:
+                if (id(r.model), longest) not in budgets:
                     # Once per model and sample length, on rows of the longest samples (the fixed scenario's
                     # shape, which no variable batch of the same budget exceeds), in at most a pass's share.
                     cap = min(args.max_batch_tokens, args.samples * longest)
-                    budgets[r.model_key, longest] = largest_batch(
+                    budgets[id(r.model), longest] = largest_batch(
                         r, longest, args.cpu_batch_tokens, cap, high, deadline()
                     )
-                budget = budgets[r.model_key, longest]
+                budget = budgets[id(r.model), longest]
             cells[r.key] = Cell(r, samples[sc], budget, longest, args.seed)
             probe = OpOutputs(longest) if longest > 512 else None
             cells[r.key].warm_up(probe)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -130,10 +131,6 @@ def release_shaped_tiny() -> MmBertForMaskedLM:
 def save_lightning_checkpoint(net: MmBertForMaskedLM, path: Path) -> Path:
     """What train.py's checkpoints hold for the model: the network's weights, its config, its tokenizer (the
     sample's)."""
-    import dataclasses
-
-    import torch
-
     torch.save(
         {
             "state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import FLEXBERT_CONFIG, REPO
+from helpers import FLEXBERT_CONFIG, REPO, save_lightning_checkpoint
 
 from mmbert.checkpoint import Format, load_model, open_reader
 from mmbert.checkpoint.flexbert import config_from_flexbert, project_name
@@ -272,9 +272,7 @@ def test_a_composer_checkpoint_of_another_rope_is_refused_in_one_line(tmp_path, 
 
 def test_lightning_checkpoints_and_state_dicts_work_under_any_torch_suffix(tmp_path):
     net = _model()
-    lightning = {"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()},
-                 "mmbert_config": dataclasses.asdict(net.config), "mmbert_tokenizer": str(TOKENIZER)}  # fmt: skip
-    torch.save(lightning, tmp_path / "run.pt")
+    save_lightning_checkpoint(net, tmp_path / "run.pt")
     loaded, tokenizer = load_model(tmp_path / "run.pt")
     _same_weights(loaded, net)
     assert tokenizer is not None and len(tokenizer) == 8192
