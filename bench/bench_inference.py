@@ -41,7 +41,13 @@ Checks in the same run (the exit status is 1 if one fails):
   output of the project's path may have two dimensions as long as the batch's longest sample (an [B, L, L]
   mask or [B, H, L, L] scores would). transformers' figures are shown for contrast.
 
+With a half ``--dtype`` the run also prints, as figures (not checks), how far mmbert.encode's and transformers'
+embeddings at that dtype move from their own fp32 ones on the check's samples (smallest cosine similarity,
+largest difference): the price of the speed. On a CPU with bf16 instructions (avx512_bf16, AMX) ``--dtype bf16``
+is what ``mmbert.encode(..., dtype=torch.bfloat16)`` gives there.
+
     python bench/bench_inference.py --samples 64 --scenarios fixed-512 variable-512        # CPU, fp32
+    python bench/bench_inference.py --samples 64 --scenarios fixed-512 variable-512 --dtype bf16  # CPU, bf16
     python bench/bench_inference.py --samples 4 --scenarios fixed-8192 variable-8192 --models mmbert transformers
     python bench/bench_inference.py --device cuda --dtype bf16 --budget-s 600 --json inference.json  # full size
 
@@ -339,9 +345,8 @@ def build_runners(
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def embedding_check(pairs: dict, samples: dict[str, list[Tensor]], args: argparse.Namespace) -> dict:
-    """fp32, on the host's weights before any cast: mmbert.encode vs transformers' ModernBertModel (sdpa)."""
-    check = {}
+def check_samples(samples: dict[str, list[Tensor]], args: argparse.Namespace) -> list[Tensor]:
+    """The checks' samples: the first ``--check-tokens`` tokens' worth of every scenario."""
     seqs = []
     for name in args.scenarios:
         taken = 0
@@ -350,22 +355,58 @@ def embedding_check(pairs: dict, samples: dict[str, list[Tensor]], args: argpars
                 break
             seqs.append(s)
             taken += len(s)
-    plan = plan_batches([len(s) for s in seqs], args.cpu_batch_tokens, "sorted")
-    order = [i for batch in plan for i in batch]
+    return seqs
+
+
+def _embed(runner: Runner, seqs: list[Tensor], budget: int) -> Tensor:
+    """``runner``'s mean embeddings of ``seqs`` in their order (padded rows in sorted batches)."""
+    if runner.packed:
+        return runner(seqs, budget)
+    plan = plan_batches([len(s) for s in seqs], budget, "sorted")
+    out = torch.empty(len(seqs), runner.model.config.hidden_size)
+    for batch in plan:
+        out[batch] = runner([seqs[i] for i in batch], 0)
+    return out
+
+
+def embedding_check(pairs: dict, seqs: list[Tensor], args: argparse.Namespace) -> tuple[dict, dict]:
+    """fp32, on the host's weights before any cast: mmbert.encode vs transformers' ModernBertModel (sdpa).
+
+    Also returns both sides' fp32 embeddings by runner key, for the precision figures of a half --dtype."""
+    check, fp32 = {}, {}
     for size, (encoder, hf) in pairs.items():
-        ours = mmbert.encode(
-            encoder, seqs, pooling="mean", batch_tokens=args.cpu_batch_tokens, dtype=torch.float32
+        common = dict(size=size, max_len=0, widths=0)
+        ours = _embed(
+            Runner("", "", "mmbert", model=encoder, order="packed", **common), seqs, args.cpu_batch_tokens
         )
-        ref = Runner("check", "", "transformers", size, hf, order="sorted", max_len=0, widths=0)
-        theirs = torch.cat([ref([seqs[i] for i in batch], 0) for batch in plan])
-        diff = float((ours[order] - theirs).abs().max())
+        theirs = _embed(
+            Runner("", "", "transformers", model=hf, order="sorted", **common), seqs, args.cpu_batch_tokens
+        )
+        fp32[f"mmbert-{size}"], fp32[f"transformers-{size}"] = ours, theirs
+        diff = float((ours - theirs).abs().max())
         check[size] = {
             "max_abs_diff": diff,
             "ok": diff <= args.check_tol,
             "samples": len(seqs),
             "tokens": sum(len(s) for s in seqs),
         }
-    return check
+    return check, fp32
+
+
+def precision_figures(runners: list[Runner], seqs: list[Tensor], fp32: dict, budget: int) -> dict:
+    """How far each of the project's rows moves from its own fp32 embeddings at the run's half dtype
+    (what a user trades for the speed): the smallest cosine similarity and the largest difference."""
+    figures = {}
+    for r in runners:
+        if r.key in fp32 and r.dtype != torch.float32:
+            ref, low = fp32[r.key], _embed(r, seqs, budget)
+            figures[r.key] = {
+                "min_cosine": float(torch.nn.functional.cosine_similarity(low, ref, dim=-1).min()),
+                "max_abs_diff": float((low - ref).abs().max()),
+                "mean_abs": float(ref.abs().mean()),
+                "samples": len(seqs),
+            }
+    return figures
 
 
 class OpOutputs(TorchDispatchMode):
@@ -650,6 +691,13 @@ def print_report(report: dict, runners: list[Runner], scenarios: list[str]) -> N
             f"  mmBERT-{size}: {c['max_abs_diff']:.2e} on {c['samples']} samples ({c['tokens']} tokens) "
             f"-> {'ok' if c['ok'] else 'FAILED'}"
         )
+    if report["precision"]:
+        print(f"\n{s['dtype']} against fp32 (each row's own mean embeddings of the check's samples):")
+    for key, p in report["precision"].items():
+        print(
+            f"  {report['labels'][key]}: min cosine {p['min_cosine']:.6f}, max |diff| {p['max_abs_diff']:.2e}"
+            f" (mean |embedding| {p['mean_abs']:.2e}, {p['samples']} samples)"
+        )
     if report["memory_check"]:
         print(
             "\nmemory check (warm-up batch, every op's output; quadratic = two dims >= the longest sample):"
@@ -738,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
     high = min(min(SIZES[s]["vocab_size"] for s in args.sizes), 119547)
     samples = {name: make_samples(name, args.samples, high, args.seed) for name in args.scenarios}
 
-    check = embedding_check(pairs, samples, args)
+    seqs = check_samples(samples, args)
+    check, fp32 = embedding_check(pairs, seqs, args)
     for r in list(runners):
         try:
             r.to(device, dtype)
@@ -746,6 +795,7 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"{r.label} not run: {e}")
             runners.remove(r)
     del pairs
+    precision = precision_figures(runners, seqs, fp32, args.cpu_batch_tokens)
 
     results: dict[str, dict[str, dict | None]] = {r.key: {sc: None for sc in args.scenarios} for r in runners}
     memory: dict[str, dict[str, dict]] = {}
@@ -803,6 +853,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": ratios(results, args.sizes, args.scenarios, args.padded_orders),
         "goals": goals(results, device, device_name, args.sizes, args.padded_orders),
         "embedding_check": check,
+        "precision": precision,
         "memory_check": memory,
         "notes": notes,
     }

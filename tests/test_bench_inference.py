@@ -104,6 +104,7 @@ def test_tiny_run_writes_the_table_and_the_checks(tmp_path):
         "transformers builds [L, L] masks"
     )
     assert report["failed_checks"] == []
+    assert report["precision"] == {}, "fp32 run: nothing to compare against fp32"
 
     for how in ("input order", "sorted"):
         ratio = report["ratios"][f"mmBERT-tiny: encode / transformers (sdpa, {how})"]
@@ -125,6 +126,21 @@ def test_tiny_run_writes_the_table_and_the_checks(tmp_path):
         assert text in out, text
     minilm_row = next(line for line in out.splitlines() if line.startswith("multilingual MiniLM"))
     assert minilm_row.split()[-2] == "-"
+
+
+def test_a_half_dtype_run_reports_how_far_embeddings_move_from_fp32(tmp_path, capsys):
+    out = tmp_path / "inference.json"
+    args = [*TINY, "--models", "mmbert", "transformers", "--scenarios", "variable-512", "--dtype", "bf16"]
+    assert _bench_inference().main([*args, "--padded-orders", "input", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["setup"]["dtype"] == "bf16"
+    assert set(report["precision"]) == {"mmbert-tiny", "transformers-tiny"}
+    for figures in report["precision"].values():
+        # bf16 keeps ~3 significant digits: the embeddings move, but stay pointing the same way.
+        assert 0.999 < figures["min_cosine"] < 1.0 and 0 < figures["max_abs_diff"] < 0.1 * figures["mean_abs"]
+        assert figures["samples"] == report["embedding_check"]["tiny"]["samples"] == 1
+    assert report["embedding_check"]["tiny"]["ok"], "the fp32 check still runs before the cast"
+    assert "bf16 against fp32" in capsys.readouterr().out
 
 
 def test_a_failed_check_exits_non_zero_and_a_spent_budget_cuts_passes_short(tmp_path, capsys):
