@@ -602,15 +602,14 @@ def goals(
     listed = []
     for scenario, versus, at_least in CPU_GOALS:
         for size in sizes if versus == "transformers" else ["small"]:
+            other = f"transformers-{size}" if versus == "transformers" else versus
+            label = "transformers ModernBertModel" if versus == "transformers" else REFERENCE_LABELS[versus]
+            ours = _rate(results, f"mmbert-{size}", scenario)
             for order in orders:
-                other = _padded_key(f"transformers-{size}" if versus == "transformers" else versus, order)
-                label = (
-                    "transformers ModernBertModel" if versus == "transformers" else REFERENCE_LABELS[versus]
-                )
                 text = (
                     f"CPU {scenario}: mmBERT-{size} encode >= {at_least:g}x {label} ({ORDER_LABELS[order]})"
                 )
-                ours, theirs = _rate(results, f"mmbert-{size}", scenario), _rate(results, other, scenario)
+                theirs = _rate(results, _padded_key(other, order), scenario)
                 if device.type != "cpu":
                     status, value = "n/a (a CPU goal)", None
                 elif ours is None or theirs is None:

@@ -286,7 +286,8 @@ def _build_bucket(starts_n: Tensor, lengths_n: Tensor, window: int) -> tuple[_Bu
     rows = gather_nP[:, halo : halo + L][valid_nL]
     slots = torch.arange(n * L).view(n, L)[valid_nL]
 
-    global_mask = None if bool(valid_nL.all()) else valid_nL[:, None, None, :]
+    unpadded = bool(valid_nL.all())
+    global_mask = None if unpadded else valid_nL[:, None, None, :]
     # Pad query rows may attend to anything: their outputs are dropped, and a row with no allowed key would
     # give NaN (and NaN gradients) in SDPA.
     if blocked:
@@ -301,7 +302,7 @@ def _build_bucket(starts_n: Tensor, lengths_n: Tensor, window: int) -> tuple[_Bu
     else:
         pos_L = torch.arange(L)
         band_LL = (pos_L[:, None] - pos_L[None, :]).abs() <= window
-        if bool(valid_nL.all()):
+        if unpadded:
             local_mask = band_LL[None, None]  # the same band for every document: SDPA broadcasts it
         else:
             local_mask = ((valid_nL[:, None, :] & band_LL) | ~valid_nL[:, :, None])[:, None]
