@@ -111,7 +111,9 @@ def test_only_probability_dropout_reaches_backend_selection(
     """torch's varlen kernel has no probability dropout; the output dropout must not rule it (or any) out."""
     seen: list[bool] = []
 
-    def spy(requested: str, device: torch.device, dtype: torch.dtype, *, dropout: bool) -> str:
+    def spy(
+        requested: str, device: torch.device, dtype: torch.dtype, *, dropout: bool, inference: bool
+    ) -> str:
         seen.append(dropout)
         return "sdpa"
 

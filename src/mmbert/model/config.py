@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-ATTN_BACKENDS = ("auto", "sdpa", "flash", "varlen")
+ATTN_BACKENDS = ("auto", "sdpa", "matmul", "flash", "varlen")
 
 
 @dataclass

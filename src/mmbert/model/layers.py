@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmbert.model.attention import SdpaLayout, packed_attention
+from mmbert.model.attention import BucketLayout, packed_attention
 from mmbert.model.config import MmBertConfig
 from mmbert.model.rope import apply_rope_to_qkv
 
@@ -27,7 +27,7 @@ class PackedBatch:
     backend: str
     rope_global: tuple[Tensor, Tensor]  # cos, sin [T, D // 2], fp32
     rope_local: tuple[Tensor, Tensor]
-    sdpa_layout: SdpaLayout | None
+    layout: BucketLayout | None
 
 
 class MmBertEmbeddings(nn.Module):
@@ -93,7 +93,7 @@ class MmBertAttention(nn.Module):
             self.window,
             batch.backend,
             dropout_p=self.attention_dropout if self.training else 0.0,
-            layout=batch.sdpa_layout,
+            layout=batch.layout,
         )
         return self.out_drop(self.Wo(out_THD.reshape(T, -1)))
 

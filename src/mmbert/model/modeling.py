@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmbert.model.attention import SdpaLayout, select_attn_backend
+from mmbert.model.attention import BucketLayout, select_attn_backend
 from mmbert.model.config import MmBertConfig, require_positive
 from mmbert.model.layers import MmBertEmbeddings, MmBertEncoderLayer, MmBertPredictionHead, PackedBatch
 from mmbert.model.loss import IGNORE_INDEX, compute_dtype, linear_cross_entropy, linear_logits
@@ -145,9 +145,17 @@ class MmBertModel(nn.Module):
         else:
             compute_dtype = self.embeddings.tok_embeddings.weight.dtype
         backend = select_attn_backend(
-            cfg.attn_backend, device, compute_dtype, dropout=self.training and cfg.attention_dropout > 0
+            cfg.attn_backend,
+            device,
+            compute_dtype,
+            dropout=self.training and cfg.attention_dropout > 0,
+            inference=not torch.is_grad_enabled(),
         )
-        layout = SdpaLayout.build(cu_seqlens_N1, cfg.half_window) if backend == "sdpa" else None
+        layout = (
+            BucketLayout.build(cu_seqlens_N1, cfg.half_window, kernel=backend)
+            if backend in ("sdpa", "matmul")
+            else None
+        )
         return PackedBatch(cu_seqlens_N1, max_seqlen, backend, rope_global, rope_local, layout)
 
 

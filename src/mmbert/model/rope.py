@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+# Elements of one [t, 2, H, D] chunk of queries and keys that _rotate handles at a time on a CPU.
+_CPU_CHUNK_ELEMENTS = 1 << 17
+
 
 def rope_cos_sin(positions_T: Tensor, theta: float, head_dim: int) -> tuple[Tensor, Tensor]:
     """cos and sin of shape [T, D // 2] in fp32 (the two halves of rotate-half RoPE share frequencies)."""
@@ -50,7 +53,20 @@ class _RopeQKV(torch.autograd.Function):
 
 
 def _rotate(src_T3HD: Tensor, dst_T3HD: Tensor, cos_TD: Tensor, sin_TD: Tensor, *, sign: float) -> None:
-    """dst[:, :2] = src[:, :2] rotated by +angle (sign 1) or -angle (sign -1), computed in at least fp32."""
+    """dst[:, :2] = src[:, :2] rotated by +angle (sign 1) or -angle (sign -1), computed in at least fp32.
+
+    On a CPU a few hundred tokens at a time: the rotation is memory-bound, and chunks whose (fp32) temporaries
+    stay in a core's cache make a bf16 forward of mmBERT-small ~1.3x faster than whole-tensor ops do. An
+    accelerator takes the whole tensor (one kernel launch per op).
+    """
+    T, _, H, D = src_T3HD.shape
+    step = max(1, _CPU_CHUNK_ELEMENTS // (2 * H * D)) if src_T3HD.device.type == "cpu" else max(T, 1)
+    for i in range(0, T, step):
+        rows = slice(i, i + step)
+        _rotate_rows(src_T3HD[rows], dst_T3HD[rows], cos_TD[rows], sin_TD[rows], sign)
+
+
+def _rotate_rows(src_T3HD: Tensor, dst_T3HD: Tensor, cos_TD: Tensor, sin_TD: Tensor, sign: float) -> None:
     half = src_T3HD.shape[-1] // 2
     cos, sin = cos_TD[:, None, None, :], sin_TD[:, None, None, :]
     x1, x2 = src_T3HD[:, :2, :, :half], src_T3HD[:, :2, :, half:]
