@@ -312,17 +312,21 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, drop
     else:
         chunks = [(slice(i, i + 1), slice(r, r + budget)) for i in range(n) for r in range(0, rows, budget)]
     scale = q.shape[-1] ** -0.5
+    copied = None
     for docs, part in chunks:
         q_rows = (docs,) + (slice(None),) * (row_dim - 1) + (part,)
         # Key and mask dims of length 1 broadcast; only the blocks of [n, nb, ...] slice with the query rows.
         kv_rows = q_rows if row_dim == 1 else (docs,)
+        if kv_rows != copied:
+            # Copied out of the strided layout once, not by matmul again for every row chunk of a document.
+            copied, k_c, v_c = kv_rows, k[kv_rows].contiguous(), v[kv_rows].contiguous()
         # Scaling the queries (which matmul copies from the strided layout anyway) instead of the scores:
         # L / D times fewer multiplies.
-        s = torch.matmul(q[q_rows] * scale, k[kv_rows].transpose(-1, -2))
+        s = torch.matmul(q[q_rows] * scale, k_c.transpose(-1, -2))
         if mask is not None:
             m = mask[docs] if mask.shape[0] > 1 else mask
             s.add_(m[(slice(None), *q_rows[1:])] if m.shape[row_dim] > 1 else m)
-        out[q_rows] = torch.matmul(s.softmax(-1), v[kv_rows])
+        out[q_rows] = torch.matmul(s.softmax(-1), v_c)
     return out
 
 
