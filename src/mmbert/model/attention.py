@@ -26,8 +26,9 @@ from mmbert.model.config import ATTN_BACKENDS
 # Documents whose length is within this fraction of a bucket's longest document share its padded batch.
 _BUCKET_FILL = 0.75
 # Local layers on buckets longer than this many windows attend block by block instead of through a full band
-# mask: on CPU the full mask costs the same up to ~8 windows and grows quadratically after. (So for the matmul
-# kernel: blocks from 4 windows on compute fewer scores, but the blocked layout's gather costs as much.)
+# mask: on CPU the full mask costs SDPA the same up to ~8 windows and grows quadratically after. The matmul
+# kernel keeps the threshold: from 4 windows on blocks compute fewer scores, but at 512 tokens the blocked
+# layout's gather and scatter cost what that saves.
 _BLOCKED_MIN_WINDOWS = 8
 _KERNELS = ("sdpa", "matmul")
 # The matmul kernel's scores for one chunk of documents (or of one document's rows): small enough to stay in a
@@ -55,9 +56,10 @@ def select_attn_backend(
 ) -> str:
     """Resolve `attn_backend` for a forward pass on `device` with activations of `dtype`.
 
-    `auto` prefers flash-attn, then torch's varlen_attn (both CUDA with fp16/bf16 only); on a CPU without
-    autograd (`inference`) the matmul kernel, else SDPA. Training on a CPU keeps SDPA, whose backward holds no
-    [L, L] probabilities. An explicit choice that cannot run raises AttentionBackendError saying why. `dropout`
+    `auto` prefers flash-attn, then torch's varlen_attn (both CUDA with fp16/bf16 only); on a CPU with fp16/bf16
+    activations and no autograd (`inference`) the matmul kernel, else SDPA. Training on a CPU keeps SDPA, whose
+    backward holds no [L, L] probabilities; fp32 keeps it too (the matmul kernel is no faster at 512 tokens in
+    fp32 and slower at 8,192, where its row chunks get small). An explicit choice that cannot run raises AttentionBackendError saying why. `dropout`
     is whether attention-probability dropout (attention_dropout) is active: torch's varlen_attn and the matmul
     kernel have none. The attention-output dropout (attention_output_dropout) runs after Wo, outside every
     kernel, and does not count here.
@@ -71,7 +73,7 @@ def select_attn_backend(
             return "flash"
         if cuda and half and not dropout and torch_varlen_supports_window():
             return "varlen"
-        if device.type == "cpu" and inference and not dropout:
+        if device.type == "cpu" and half and inference and not dropout:
             return "matmul"
         return "sdpa"
     if requested == "sdpa":
@@ -175,9 +177,8 @@ class BucketLayout:
     bucketing similar lengths; local layers on long buckets attend block by block (each block of B = window
     queries sees its own and both neighbouring key blocks), so their cost is linear in length. `kernel`:
     ``sdpa`` (torch's scaled_dot_product_attention on each bucket; any device, autograd) or ``matmul``
-    (matmul, softmax, matmul over cache-sized chunks of documents: on a CPU two to three times faster than
-    SDPA's CPU kernel, whose bf16 path runs no faster than its fp32 one and which computes every masked score;
-    no dropout).
+    (matmul, softmax, matmul over cache-sized chunks of documents; no dropout: on a CPU in bf16 about 2.3x faster
+    than SDPA's CPU kernel, whose bf16 path runs no faster than its fp32 one; no faster in fp32).
     """
 
     buckets: tuple[_Bucket, ...]
@@ -262,8 +263,6 @@ class BucketLayout:
         rows_TF = qkv_T3HD.reshape(T, 3 * H * D)
         padded_SF = rows_TF if self.identity else _GatherRows.apply(rows_TF, self.gather)
         sizes = [b.n_docs * (b.length + 2 * b.halo) for b in self.buckets]
-        if self.kernel == "matmul" and dropout_p > 0:
-            raise AttentionBackendError("the matmul attention kernel has no attention dropout")
         attend = _matmul_attention if self.kernel == "matmul" else _sdpa_attention
         outs: list[Tensor] = []
         for i, (b, rows_F) in enumerate(zip(self.buckets, padded_SF.split(sizes), strict=True)):
@@ -299,6 +298,8 @@ def _matmul_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, drop
     A chunk of documents at a time (of one document's rows when one document is more than a chunk: query rows
     of [n, H, L, D], blocks of [n, nb, H, B, D]), so that each chunk's scores stay in cache.
     """
+    if dropout_p > 0:
+        raise AttentionBackendError("the matmul attention kernel has no attention dropout")
     *lead, H, Q, D = q.shape
     out = q.new_empty(*lead, Q, H, D).transpose(-2, -3)
     n, K = q.shape[0], k.shape[-2]

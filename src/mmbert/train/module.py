@@ -93,7 +93,7 @@ class MLMModule(L.LightningModule):
         if compile:
             # Regional compile, in place (nn.Module.compile), so the module tree and state_dict names stay
             # the plain model's: each encoder layer and the MLM head (as ModernBERT compiled its MLP and head).
-            # The packed attention stays eager: its per-batch document layout (SDPA's length buckets, read on
+            # The packed attention stays eager: its per-batch document layout (length buckets, read on
             # the host) would otherwise guard every graph and recompile on each new packing. Token counts
             # vary (rows per micro-batch, masked positions), hence dynamic shapes. True means inductor; a
             # string names the backend (aot_eager, eager: debugging).
