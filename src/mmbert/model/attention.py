@@ -30,7 +30,8 @@ _BUCKET_FILL = 0.75
 # kernel keeps the threshold: from 4 windows on blocks compute fewer scores, but at 512 tokens the blocked
 # layout's gather and scatter cost what that saves.
 _BLOCKED_MIN_WINDOWS = 8
-_KERNELS = ("sdpa", "matmul")
+# The resolved backends that attend through a BucketLayout.
+BUCKET_KERNELS = ("sdpa", "matmul")
 # The matmul kernel's scores for one chunk of documents (or of one document's rows): small enough to stay in a
 # core's cache between the two matmuls and the softmax, which is what makes it faster than SDPA on a CPU.
 _CHUNK_SCORE_BYTES = 4 << 20
@@ -144,7 +145,7 @@ def packed_attention(
             max_seqlen,
             window_size=(window, window),
         )
-    if backend in ("sdpa", "matmul"):
+    if backend in BUCKET_KERNELS:
         if layout is None:
             layout = BucketLayout.build(cu_seqlens_N1, max(window, 0), kernel=backend)
         elif layout.kernel != backend:
@@ -200,8 +201,8 @@ class BucketLayout:
     def build(
         cu_seqlens_N1: Tensor, window: int, device: torch.device | None = None, *, kernel: str = "sdpa"
     ) -> BucketLayout:
-        if kernel not in _KERNELS:
-            raise ValueError(f"kernel must be one of {_KERNELS}, got {kernel!r}")
+        if kernel not in BUCKET_KERNELS:
+            raise ValueError(f"kernel must be one of {BUCKET_KERNELS}, got {kernel!r}")
         device = cu_seqlens_N1.device if device is None else device
         cu = cu_seqlens_N1.tolist()
         num_tokens = cu[-1]

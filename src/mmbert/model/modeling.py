@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmbert.model.attention import BucketLayout, select_attn_backend
+from mmbert.model.attention import BUCKET_KERNELS, BucketLayout, select_attn_backend
 from mmbert.model.config import MmBertConfig, require_positive
 from mmbert.model.layers import MmBertEmbeddings, MmBertEncoderLayer, MmBertPredictionHead, PackedBatch
 from mmbert.model.loss import IGNORE_INDEX, compute_dtype, linear_cross_entropy, linear_logits
@@ -153,7 +153,7 @@ class MmBertModel(nn.Module):
         )
         layout = (
             BucketLayout.build(cu_seqlens_N1, cfg.half_window, kernel=backend)
-            if backend in ("sdpa", "matmul")
+            if backend in BUCKET_KERNELS
             else None
         )
         return PackedBatch(cu_seqlens_N1, max_seqlen, backend, rope_global, rope_local, layout)
