@@ -17,9 +17,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from mmbert.model.attention import BUCKET_KERNELS, BucketLayout, select_attn_backend
+from mmbert.model.attention import BUCKET_KERNELS, BucketLayout, Workspace, select_attn_backend
 from mmbert.model.config import MmBertConfig, require_positive
-from mmbert.model.layers import MmBertEmbeddings, MmBertEncoderLayer, MmBertPredictionHead, PackedBatch
+from mmbert.model.layers import (
+    CPU_INFERENCE_ROW_BLOCK,
+    MmBertEmbeddings,
+    MmBertEncoderLayer,
+    MmBertPredictionHead,
+    PackedBatch,
+)
 from mmbert.model.loss import IGNORE_INDEX, compute_dtype, linear_cross_entropy, linear_logits
 from mmbert.model.padding import Unpadded, unpad
 from mmbert.model.rope import positions_in_documents, rope_cos_sin
@@ -156,7 +162,18 @@ class MmBertModel(nn.Module):
             if backend in BUCKET_KERNELS
             else None
         )
-        return PackedBatch(cu_seqlens_N1, max_seqlen, backend, rope_global, rope_local, layout)
+        # Row blocks pay on a CPU only; accelerators run one kernel per op over the whole batch.
+        by_rows = device.type == "cpu" and not self.training and not torch.is_grad_enabled()
+        return PackedBatch(
+            cu_seqlens_N1,
+            max_seqlen,
+            backend,
+            rope_global,
+            rope_local,
+            layout,
+            row_block=CPU_INFERENCE_ROW_BLOCK if by_rows else None,
+            workspace=Workspace() if by_rows else None,
+        )
 
 
 class MmBertForMaskedLM(nn.Module):

@@ -39,8 +39,7 @@ class _RopeQKV(torch.autograd.Function):
     ) -> Tensor:
         ctx.save_for_backward(cos_TD, sin_TD)
         out_T3HD = torch.empty_like(qkv_T3HD, memory_format=torch.contiguous_format)
-        _rotate(qkv_T3HD, out_T3HD, cos_TD, sin_TD, sign=1.0)
-        out_T3HD[:, 2].copy_(qkv_T3HD[:, 2])
+        rope_qkv_into(qkv_T3HD, out_T3HD, cos_TD, sin_TD)
         return out_T3HD
 
     @staticmethod
@@ -50,6 +49,12 @@ class _RopeQKV(torch.autograd.Function):
         _rotate(grad_T3HD, grad_in_T3HD, cos_TD, sin_TD, sign=-1.0)
         grad_in_T3HD[:, 2].copy_(grad_T3HD[:, 2])
         return grad_in_T3HD, None, None
+
+
+def rope_qkv_into(qkv_T3HD: Tensor, out_T3HD: Tensor, cos_TD: Tensor, sin_TD: Tensor) -> None:
+    """apply_rope_to_qkv written into `out_T3HD` (a [T, 3, H, D] buffer or a block of one), without autograd."""
+    _rotate(qkv_T3HD, out_T3HD, cos_TD, sin_TD, sign=1.0)
+    out_T3HD[:, 2].copy_(qkv_T3HD[:, 2])
 
 
 def _rotate(src_T3HD: Tensor, dst_T3HD: Tensor, cos_TD: Tensor, sin_TD: Tensor, *, sign: float) -> None:
