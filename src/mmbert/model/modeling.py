@@ -157,13 +157,14 @@ class MmBertModel(nn.Module):
             dropout=self.training and cfg.attention_dropout > 0,
             inference=not torch.is_grad_enabled(),
         )
+        # Row blocks (and documents attended alone) pay on a CPU only; accelerators run one kernel per op over
+        # the whole batch.
+        by_rows = device.type == "cpu" and not self.training and not torch.is_grad_enabled()
         layout = (
-            BucketLayout.build(cu_seqlens_N1, cfg.half_window, kernel=backend)
+            BucketLayout.build(cu_seqlens_N1, cfg.half_window, kernel=backend, solo=by_rows)
             if backend in BUCKET_KERNELS
             else None
         )
-        # Row blocks pay on a CPU only; accelerators run one kernel per op over the whole batch.
-        by_rows = device.type == "cpu" and not self.training and not torch.is_grad_enabled()
         return PackedBatch(
             cu_seqlens_N1,
             max_seqlen,
