@@ -231,8 +231,8 @@ class BucketLayout:
     # slots and `bucket_rows` their packed rows.
     solo: tuple[tuple[int, int], ...] = ()
     bucket_rows: Tensor | None = None
-    # Boolean masks as additive ones (0 / -inf) per (bucket, local, dtype), made on first use: SDPA would
-    # otherwise convert a boolean mask again in every layer.
+    # Boolean masks as additive ones (0 / -inf) per (bucket, local, dtype), and the solo documents' band per
+    # dtype, made on first use: SDPA would otherwise convert a boolean mask again in every layer.
     _additive: dict = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
@@ -310,22 +310,18 @@ class BucketLayout:
         if key not in self._additive:
             b = self.buckets[index]
             mask = b.local_mask if local else b.global_mask
-            if mask is not None:
-                # The same values SDPA derives from a boolean mask, so outputs stay bit-identical.
-                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, -math.inf)
-            self._additive[key] = mask
+            self._additive[key] = None if mask is None else _additive_mask(mask, dtype)
         return self._additive[key]
 
     def _band(self, length: int, dtype: torch.dtype) -> Tensor:
-        """The additive local mask of one unpadded document: [1, 1, length, length]."""
-        key = ("band", length, dtype)
+        """The additive local mask of one unpadded document, [1, 1, length, length]: the top-left corner of the
+        longest solo document's band (it depends on i - j only), so one tensor serves every length."""
+        key = ("band", dtype)
         if key not in self._additive:
-            pos = torch.arange(length, device=self.gather.device)
-            far = (pos[:, None] - pos[None, :]).abs() > self.window
-            self._additive[key] = torch.zeros(far.shape, dtype=dtype, device=far.device).masked_fill_(
-                far, -math.inf
-            )[None, None]
-        return self._additive[key]
+            longest = max(n for _, n in self.solo)
+            band = _band_mask(longest, self.window, self.gather.device)
+            self._additive[key] = _additive_mask(band, dtype)[None, None]
+        return self._additive[key][..., :length, :length]
 
     def attend(
         self, qkv_T3HD: Tensor, *, local: bool, dropout_p: float = 0.0, workspace: Workspace | None = None
@@ -413,6 +409,18 @@ class BucketLayout:
         if out_SF is None:
             out_SF = outs[0] if len(outs) == 1 else torch.cat(outs)
         return out_SF
+
+
+def _band_mask(length: int, window: int, device: torch.device | None = None) -> Tensor:
+    """[length, length] boolean: query i may attend to key j, |i - j| <= window."""
+    pos = torch.arange(length, device=device)
+    return (pos[:, None] - pos[None, :]).abs() <= window
+
+
+def _additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """0 where allowed, -inf elsewhere: the values SDPA derives from a boolean mask, so outputs stay
+    bit-identical."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, -math.inf)
 
 
 def _sdpa_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float) -> Tensor:
@@ -507,8 +515,7 @@ def _build_bucket(starts_n: Tensor, lengths_n: Tensor, window: int) -> tuple[_Bu
         local_mask = (k_valid_nbK[:, :, None, :] & band_bBK) | q_pad_nbB[..., None]
         local_mask = local_mask[:, :, None]
     else:
-        pos_L = torch.arange(L)
-        band_LL = (pos_L[:, None] - pos_L[None, :]).abs() <= window
+        band_LL = _band_mask(L, window)
         if unpadded:
             local_mask = band_LL[None, None]  # the same band for every document: SDPA broadcasts it
         else:
