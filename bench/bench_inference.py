@@ -69,7 +69,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from benchlib import SIZES, bench_parser
+from benchlib import SIZES, bench_parser, cpu_name
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -79,7 +79,7 @@ import mmbert
 from mmbert.checkpoint.hf_config import hf_config_dict
 from mmbert.model import MmBertConfig, MmBertModel
 from mmbert.model.attention import flash_attn_importable
-from mmbert.model.encode import _batches
+from mmbert.model.encode import _batches, cpu_has_fast_kernels
 
 # name: (longest sample, (mean, std) of a variable length or None for fixed)
 SCENARIOS: dict[str, tuple[int, tuple[float, float] | None]] = {
@@ -776,9 +776,13 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 check compares fp32
         torch.backends.cudnn.allow_tf32 = False
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({cpu_name()})"
 
     notes: list[str] = []
+    if device.type == "cpu" and not cpu_has_fast_kernels(dtype):
+        notes.append(
+            f"this CPU has no {args.dtype} matmul kernels: every model runs it emulated, far below fp32"
+        )
     runners, pairs = build_runners(args, device, dtype, notes)
     if not runners:
         parser.error("no model to run (--models / --sizes)")

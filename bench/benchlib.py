@@ -6,6 +6,10 @@ The scripts import it as ``benchlib``: ``python bench/<script>.py`` puts bench/ 
 from __future__ import annotations
 
 import argparse
+import platform
+from pathlib import Path
+
+import torch
 
 # What mmBERT-small and -base share around their widths (conf/model/common/mmbert.yaml).
 _MMBERT = dict(vocab_size=256000, intermediate_size=1152, num_hidden_layers=22)
@@ -34,3 +38,15 @@ def bench_parser(
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=dtypes, default="fp32", help=dtype_help)
     return parser
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the vector extensions torch dispatches to (figures differ between CPUs)."""
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"

@@ -141,6 +141,14 @@ def test_a_half_dtype_run_reports_how_far_embeddings_move_from_fp32(tmp_path, ca
         assert figures["samples"] == report["embedding_check"]["tiny"]["samples"] == 1
     assert report["embedding_check"]["tiny"]["ok"], "the fp32 check still runs before the cast"
     assert "bf16 against fp32" in capsys.readouterr().out
+    # The CPU is named (figures differ between CPUs), and one without bf16 kernels is called out.
+    from mmbert.model.encode import cpu_has_fast_kernels
+
+    assert (
+        report["device"].startswith("cpu (") and torch.backends.cpu.get_cpu_capability() in report["device"]
+    )
+    emulated = any("no bf16 matmul kernels" in note for note in report["notes"])
+    assert emulated == (not cpu_has_fast_kernels(torch.bfloat16))
 
 
 def test_a_failed_check_exits_non_zero_and_a_spent_budget_cuts_passes_short(tmp_path, capsys):

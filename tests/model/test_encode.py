@@ -159,3 +159,47 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tok) -> None:
         encode(small, ["a"], tokenizer=tok)
     with pytest.raises(TypeError, match="MmBertModel or MmBertForMaskedLM"):
         encode(torch.nn.Linear(2, 2), [[1]])
+
+
+def test_half_precision_on_a_cpu_without_its_kernels_warns_once(tok, monkeypatch, caplog) -> None:
+    import mmbert.model.encode as enc
+
+    monkeypatch.setattr(enc, "_WARNED_SLOW", set())
+    monkeypatch.setattr(enc, "cpu_has_fast_kernels", lambda dtype: dtype == torch.float32)
+    fp32 = make_model(**TINY).eval()
+    bf16 = make_model(**TINY).eval().to(torch.bfloat16)
+    with caplog.at_level(logging.WARNING):
+        encode(fp32, [[1, 2, 3]])  # float32: nothing to say
+        encode(fp32, [[1, 2, 3]], dtype=torch.float32)
+        assert "matmul kernels" not in caplog.text
+        encode(fp32, [[1, 2, 3]], dtype=torch.bfloat16)  # autocast computes in bf16
+        encode(bf16, [[1, 2, 3]], dtype=torch.float32)  # no autocast for float32: bf16 weights compute
+        encode(bf16, [[1, 2, 3]])
+    assert (
+        caplog.text.count("computing in torch.bfloat16 on a CPU without torch.bfloat16 matmul kernels") == 1
+    )
+    assert "model.float()" in caplog.text
+    monkeypatch.setattr(enc, "cpu_has_fast_kernels", lambda dtype: True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        encode(make_model(**TINY).eval().to(torch.float16), [[1, 2, 3]])
+    assert "matmul kernels" not in caplog.text
+
+
+def test_fast_kernels_agree_with_the_cpu_flags() -> None:
+    """oneDNN's answer against the flags the kernel reports: bf16 kernels need AVX-512 (or AMX) on x86."""
+    import platform
+    from pathlib import Path
+
+    from mmbert.model.encode import cpu_has_fast_kernels
+
+    assert cpu_has_fast_kernels(torch.float32)
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        pytest.skip("reads x86 flags from /proc/cpuinfo")
+    flags = set(next(ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")).split())
+    if {"avx512_bf16", "amx_bf16"} & flags:
+        assert cpu_has_fast_kernels(torch.bfloat16)
+    if "avx512f" not in flags:
+        assert not cpu_has_fast_kernels(torch.bfloat16)
+        assert not cpu_has_fast_kernels(torch.float16)
