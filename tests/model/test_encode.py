@@ -161,7 +161,7 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(tok) -> None:
         encode(torch.nn.Linear(2, 2), [[1]])
 
 
-def test_half_precision_on_a_cpu_without_its_kernels_warns_once(tok, monkeypatch, caplog) -> None:
+def test_half_precision_on_a_cpu_without_its_kernels_warns_once(monkeypatch, caplog) -> None:
     import mmbert.model.encode as enc
 
     monkeypatch.setattr(enc, "_WARNED_SLOW", set())

@@ -82,14 +82,14 @@ def encode(
     device = torch.device(device) if device is not None else next(encoder.parameters()).device
     if dtype is None and device.type == "cuda":
         dtype = torch.bfloat16
+    # Autocast only for a dtype other than float32; otherwise the weights' dtype computes.
+    autocast_dtype = None if dtype in (None, torch.float32) else dtype
     if device.type == "cpu":
-        # Autocast runs only for a dtype other than float32 (see _run); otherwise the weights' dtype computes.
-        weights = encoder.embeddings.tok_embeddings.weight.dtype
-        _warn_if_slow_on_this_cpu(weights if dtype in (None, torch.float32) else dtype)
+        _warn_if_slow_on_this_cpu(autocast_dtype or encoder.embeddings.tok_embeddings.weight.dtype)
     was_training = encoder.training
     encoder.eval()
     try:
-        pooled = _run(encoder, seqs, pooling, batch_tokens, device, dtype, progress)
+        pooled = _run(encoder, seqs, pooling, batch_tokens, device, autocast_dtype, progress)
     finally:
         encoder.train(was_training)
     if pooling == "none":
@@ -221,20 +221,21 @@ def _run(
     pooling: str,
     batch_tokens: int,
     device: torch.device,
-    dtype: torch.dtype | None,
+    autocast_dtype: torch.dtype | None,
     progress: bool,
 ) -> list[Tensor]:
     from tqdm.auto import tqdm
 
     lengths = [len(s) for s in seqs]
     out: list[Tensor | None] = [None] * len(seqs)
-    autocast = dtype is not None and dtype != torch.float32
     with tqdm(total=sum(lengths), unit="tok", unit_scale=True, disable=not progress, desc="encode") as bar:
         for idx in _batches(lengths, batch_tokens):
             lens_N = torch.tensor([lengths[i] for i in idx])
             cu_seqlens_N1 = F.pad(lens_N.cumsum(0), (1, 0)).to(device=device, dtype=torch.int32)
             ids_T = torch.cat([seqs[i] for i in idx]).to(device)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=autocast):
+            with torch.autocast(
+                device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+            ):
                 hidden_TH = encoder.forward_packed(ids_T, cu_seqlens_N1, int(lens_N.max()))
             hidden_TH = hidden_TH.float()
             if pooling == "mean":
